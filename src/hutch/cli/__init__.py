@@ -1,0 +1,137 @@
+"""hutch's command line, runc-compatible.  One module per verb; each module has
+``run(g, argv) -> exit code`` and does only argument handling before calling the
+library.  This file parses the global flags and dispatches."""
+
+import os
+import sys
+
+from ..errors import HutchError
+
+VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
+         "features", "sandbox")
+ALIASES = {"ls": "list", "rm": "delete"}
+GUARDED = ("create", "run", "sandbox")
+
+GLOBAL = {
+    "--root": ("root", "str"), "--log": ("log", "str"),
+    "--log-format": ("log_format", "str"), "--debug": ("debug", "bool"),
+    "--systemd-cgroup": ("systemd_cgroup", "bool"), "--criu": ("criu", "str"),
+    "--rootless": ("rootless", "str"), "--version": ("version", "bool"),
+    "-v": ("version", "bool"), "--help": ("help", "bool"), "-h": ("help", "bool"),
+}
+
+USAGE = """hutch: a Linux container runtime (runc-compatible)
+
+usage: hutch [global options] COMMAND [options] [arguments]
+
+commands:
+  create    create a container from a bundle (it waits for start)
+  start     run the user process of a created container
+  run       create and start a container
+  state     print the state of a container
+  kill      send a signal to a container's init (or --all processes)
+  delete    delete a container and everything hutch made for it
+  list      list containers
+  spec      write a starter config.json
+  features  print the OCI features hutch supports
+  sandbox   run a command in a throw-away container (no image needed)
+
+global options:
+  --root DIR          state directory (default /run/hutch, or $XDG_RUNTIME_DIR/hutch)
+  --log FILE          also write log lines to FILE
+  --log-format FMT    text or json
+  --debug             more output
+  --systemd-cgroup    manage cgroups through systemd
+  --criu PATH         the criu binary to use
+  --rootless VALUE    true, false or auto
+  --version, -v       print the version
+"""
+
+
+class Globals:
+    def __init__(self, opts):
+        from ..state import default_root
+        self.root = os.path.abspath(opts["root"] or default_root())
+        self.log = opts["log"]
+        self.log_format = opts["log_format"] or "text"
+        self.debug = opts["debug"]
+        self.systemd_cgroup = opts["systemd_cgroup"]
+        self.criu = opts["criu"]
+        self.rootless = opts["rootless"] or "auto"
+
+    def check_cgroup_driver(self):
+        if self.systemd_cgroup:
+            if not os.path.isdir("/run/systemd/system"):
+                raise HutchError("--systemd-cgroup: systemd is not running as PID 1 on "
+                                 "this host, so there is no systemd to manage cgroups; "
+                                 "omit the flag to use hutch's cgroupfs driver", 95)
+            raise HutchError("--systemd-cgroup: the systemd cgroup driver is not "
+                             "implemented yet; omit the flag to use hutch's cgroupfs "
+                             "driver", 95)
+
+
+def version_text():
+    from .. import OCI_VERSION, __version__
+    return f"hutch version {__version__}\ncommit: {_commit()}\nspec: {OCI_VERSION}\n"
+
+
+def _commit():
+    here = os.path.dirname(os.path.abspath(__file__))
+    for up in ("../../..", "../../../.."):
+        head = os.path.join(here, up, ".git", "HEAD")
+        try:
+            with open(head) as f:
+                ref = f.read().strip()
+        except OSError:
+            continue
+        if ref.startswith("ref: "):
+            try:
+                with open(os.path.join(here, up, ".git", ref[5:])) as f:
+                    return f.read().strip()[:12]
+            except OSError:
+                return "unknown"
+        return ref[:12]
+    return "release"
+
+
+def main(argv=None):
+    from . import args
+    from .. import log
+    if argv is None:
+        argv = sys.argv[1:]
+    try:
+        opts, rest = args.parse(argv, GLOBAL, "hutch", stop_at_positional=True)
+        g = Globals(opts)
+        if g.log_format not in ("text", "json"):
+            raise args.Usage(f"invalid log format {g.log_format!r} (text or json)")
+        if g.rootless not in ("true", "false", "auto"):
+            raise args.Usage(f"invalid --rootless value {g.rootless!r} "
+                             "(true, false or auto)")
+        log.configure(g.log, g.log_format, g.debug)
+        if opts["version"]:
+            sys.stdout.write(version_text())
+            return 0
+        if opts["help"] or not rest:
+            sys.stdout.write(USAGE)
+            return 0 if opts["help"] else 1
+        verb = ALIASES.get(rest[0], rest[0])
+        if verb not in VERBS:
+            raise args.Usage(f"unknown command {rest[0]!r}; see hutch --help")
+        if verb in GUARDED:
+            from ..linux import exeguard
+            exeguard.ensure()
+        import importlib
+        mod = importlib.import_module(f"hutch.cli.{verb}")
+        if "--help" in rest[1:2] or "-h" in rest[1:2]:
+            sys.stdout.write(mod.__doc__.strip() + "\n")
+            return 0
+        return mod.run(g, rest[1:]) or 0
+    except HutchError as e:
+        log.error(str(e))
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def entry():
+    sys.exit(main())

@@ -1,0 +1,35 @@
+"""hutch list [-q] [--format table|json]
+
+List containers."""
+
+import sys
+
+from . import args
+
+SPEC = {"--quiet": ("quiet", "bool"), "-q": ("quiet", "bool"),
+        "--format": ("format", "str"), "-f": ("format", "str")}
+
+
+def run(g, argv):
+    from .. import container
+    from ..errors import HutchError
+    o, pos = args.parse(argv, SPEC, "list")
+    fmt = o["format"] or "table"
+    if fmt not in ("table", "json"):
+        raise HutchError(f"invalid format {fmt!r} (table or json)")
+    items = container.list_all(g.root)
+    if o["quiet"]:
+        sys.stdout.write("".join(i["id"] + "\n" for i in items))
+    elif fmt == "json":
+        from .. import jsonlite
+        sys.stdout.write(jsonlite.dumps(items) + "\n")
+    else:
+        rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
+        for i in items:
+            rows.append((i["id"], str(i.get("pid", 0)), i["status"], i["bundle"],
+                         i["created"], i["owner"] or "root"))
+        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        for r in rows:
+            sys.stdout.write("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+                             + "\n")
+    return 0

@@ -1,0 +1,12 @@
+"""hutch start ID
+
+Start the user process of a created container."""
+
+from . import args
+
+
+def run(g, argv):
+    from .. import container
+    _, pos = args.parse(argv, {}, "start")
+    container.start(g.root, args.one_id(pos, "start"))
+    return 0

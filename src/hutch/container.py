@@ -1,0 +1,384 @@
+"""The container and its lifecycle: create, start, kill, delete, state, list.
+
+creating -> created -> running -> stopped.  No hutch process stays behind: the
+init waits for `start` on exec.fifo, and status is derived from the init's pid and
+start time each time it is asked for.
+"""
+
+import _signal as signal
+import os
+
+from .errors import ConfigError, HutchError, NotFound, NotRunning
+from .state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_atomic
+
+
+def _plain_mounts(cfg):
+    return [{"destination": m.destination, "type": m.type, "source": m.source,
+             "options": m.options} for m in cfg.mounts]
+
+
+def _process_plan(p, seccomp=None):
+    return {"args": p.args, "env": p.env, "cwd": p.cwd, "uid": p.uid, "gid": p.gid,
+            "additional_gids": p.additional_gids, "umask": p.umask,
+            "capabilities": p.capabilities, "no_new_privileges": p.no_new_privileges,
+            "rlimits": p.rlimits, "oom_score_adj": p.oom_score_adj,
+            "terminal": p.terminal, "console_size": p.console_size, "seccomp": seccomp}
+
+
+def validate(cfg):
+    """Checks that need the host, before anything is changed."""
+    from . import capabilities
+    from .namespaces import check_sysctls
+    if cfg.process is None:
+        raise ConfigError("config.json: process: is required")
+    if not cfg.new_ns("mount"):
+        raise ConfigError("config.json: linux.namespaces: hutch needs a new mount "
+                          "namespace for the container")
+    if not os.path.isdir(cfg.root_path):
+        raise ConfigError(f"config.json: root.path: {cfg.root_path} is not a directory", 2)
+    if cfg.hostname and not cfg.new_ns("uts"):
+        raise ConfigError("config.json: hostname: setting it needs a private uts "
+                          "namespace")
+    if cfg.domainname and not cfg.new_ns("uts"):
+        raise ConfigError("config.json: domainname: setting it needs a private uts "
+                          "namespace")
+    check_sysctls(cfg.sysctl, {t for t, p in cfg.namespaces.items() if not p})
+    if cfg.process.capabilities:
+        k = None
+        capabilities.check_available(cfg.process.capabilities,
+                                     capabilities.current_bounding(k))
+    if cfg.seccomp is not None:
+        raise ConfigError("config.json: linux.seccomp: seccomp filters are not supported "
+                          "by this version of hutch yet; remove the seccomp section", 95)
+    for kind in ("apparmorProfile", "selinuxLabel"):
+        if (cfg.process.apparmor_profile if kind[0] == "a" else cfg.process.selinux_label):
+            raise ConfigError(f"config.json: process.{kind}: the "
+                              f"{'AppArmor' if kind[0] == 'a' else 'SELinux'} LSM is not "
+                              "supported by this version of hutch", 95)
+
+
+def listen_fds():
+    """Sockets passed by systemd-style socket activation (LISTEN_FDS)."""
+    n = os.environ.get("LISTEN_FDS")
+    if not n:
+        return 0
+    pid = os.environ.get("LISTEN_PID")
+    if pid and pid != str(os.getpid()):
+        return 0
+    try:
+        return max(0, int(n))
+    except ValueError:
+        return 0
+
+
+def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False,
+           no_new_keyring=False, preserve_fds=0, cfg=None, console_fd=-1):
+    """Creates a container from the bundle's config.json (or from ``cfg``, a
+    parsed Config, as the sandbox does).  ``console_fd`` is an already connected
+    console socket (used by `run` when it proxies the terminal itself)."""
+    from .cgroups.manager import Manager
+    from .hooks import hooks_to_plain
+    from .namespaces import new_flags, open_join_fds, time_offsets_text
+    from .process import launch
+    from .spec.config import load_config
+    from . import jsonlite
+    validate_id(cid)
+    bundle = os.path.abspath(bundle)
+    if cfg is None:
+        cfg = load_config(bundle)
+    validate(cfg)
+    nlisten = listen_fds()
+    proc = _process_plan(cfg.process)
+    if nlisten:
+        proc["env"] = proc["env"] + [f"LISTEN_FDS={nlisten}", "LISTEN_PID=1"]
+    cdir = ContainerDir(root, cid)
+    cdir.make()
+    state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
+             "bundle": bundle, "rootfs": cfg.root_path, "created": now_rfc3339(),
+             "annotations": cfg.annotations, "owner": "",
+             "hooks": hooks_to_plain({k: v for k, v in cfg.hooks.items()
+                                      if k in ("poststart", "poststop")})}
+    mgr = None
+    pid = 0
+    join = []
+    csock = -1
+    try:
+        cdir.save(state)
+        os.mkfifo(cdir.fifo, 0o622)
+        mgr = Manager.for_container(cid, cfg.cgroups_path)
+        state["cgroup"] = mgr.to_state()
+        cdir.save()
+        mgr.create()
+        state["cgroup"] = mgr.to_state()
+        cdir.save()
+        join = open_join_fds(cfg.namespaces)
+        if console_socket:
+            csock = _connect(console_socket)
+        elif console_fd >= 0:
+            csock = os.dup(console_fd)
+        plan = {
+            "id": cid, "oci_version": cfg.oci_version, "bundle": bundle,
+            "annotations": cfg.annotations, "root": cfg.root_path,
+            "rootfs_propagation": cfg.rootfs_propagation,
+            "root_readonly": cfg.root_readonly, "mounts": _plain_mounts(cfg),
+            "devices": cfg.devices, "masked_paths": cfg.masked_paths,
+            "readonly_paths": cfg.readonly_paths, "new_mountns": cfg.new_ns("mount"),
+            "userns": cfg.has_ns("user"), "new_user": cfg.new_ns("user"),
+            "new_cgroupns": cfg.new_ns("cgroup"), "cgroup_paths": mgr.paths,
+            "hostname": cfg.hostname, "domainname": cfg.domainname,
+            "sysctl": cfg.sysctl, "join": join,
+            "join_paths": {t: p for t, p in cfg.namespaces.items() if p},
+            "new_flags": new_flags(cfg.namespaces),
+            "time_offsets": time_offsets_text(cfg.time_offsets),
+            "uid_mappings": cfg.uid_mappings, "gid_mappings": cfg.gid_mappings,
+            "process": proc, "hooks": hooks_to_plain(cfg.hooks), "no_pivot": no_pivot,
+            "no_new_keyring": no_new_keyring, "console_socket": csock,
+            "fifo": cdir.fifo, "keep_fds": 3 + nlisten + preserve_fds,
+            "loopback": cfg.new_ns("network"), "close_fds": [cdir.lock_fd],
+        }
+
+        def on_pid(p):
+            nonlocal pid
+            pid = p
+            state["pid"] = p
+            st = proc_stat(p)
+            state["starttime"] = st[1] if st else 0
+            cdir.save()
+
+        def hooks_state(p):
+            return jsonlite.dumps({"ociVersion": cfg.oci_version, "id": cid,
+                                   "status": "creating", "pid": p, "bundle": bundle,
+                                   "annotations": cfg.annotations})
+
+        launch.spawn(plan, on_pid, mgr, hooks_state)
+        join, csock = [], -1
+        state["status"] = "created"
+        cdir.save()
+        if pid_file:
+            write_atomic(os.path.abspath(pid_file), str(pid))
+    except BaseException:
+        for _, fd in join:
+            os.close(fd)
+        if csock >= 0:
+            os.close(csock)
+        if pid:
+            _kill_wait(pid, state.get("starttime"))
+        if mgr is not None:
+            try:
+                mgr.destroy()
+            except HutchError:
+                pass
+        cdir.remove()
+        raise
+    finally:
+        cdir.unlock()
+    return state
+
+
+def _connect(path):
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise HutchError(f"connect to --console-socket {path}: {e.strerror}",
+                         e.errno) from None
+    return s.detach()
+
+
+def _pidfd(pid, starttime):
+    """A pidfd for the init, or None if it is gone (or the pid was reused)."""
+    try:
+        fd = os.pidfd_open(pid)
+    except (ProcessLookupError, OSError):
+        return None
+    st = proc_stat(pid)
+    if st is None or st[1] != starttime or st[0] in ("Z", "X"):
+        os.close(fd)
+        return None
+    return fd
+
+
+def _kill_wait(pid, starttime, timeout=10.0):
+    fd = _pidfd(pid, starttime)
+    if fd is None:
+        return
+    try:
+        signal.pidfd_send_signal(fd, signal.SIGKILL)
+        import select
+        select.select([fd], [], [], timeout)
+    except ProcessLookupError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def load(root, cid, lock=True):
+    validate_id(cid)
+    cdir = ContainerDir(root, cid)
+    if lock:
+        cdir.lock()
+    try:
+        cdir.load()
+    except BaseException:
+        cdir.unlock()
+        raise
+    return cdir
+
+
+def start(root, cid):
+    import select
+    from . import hooks
+    from .state import FIFO  # noqa: F401
+    cdir = load(root, cid)
+    with cdir:
+        status = cdir.status()
+        if status == "stopped":
+            raise HutchError("cannot start a container that has stopped")
+        if status != "created":
+            raise HutchError(f"cannot start an already {status} container")
+        d = cdir.data
+        try:
+            ffd = os.open(cdir.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise HutchError("cannot start an already running container") from None
+        pfd = _pidfd(d["pid"], d.get("starttime"))
+        if pfd is None:
+            os.close(ffd)
+            raise HutchError("cannot start a container that has stopped")
+        got = b""
+        acked = False
+        try:
+            while True:
+                r, _, _ = select.select([ffd, pfd], [], [])
+                if ffd in r:
+                    chunk = os.read(ffd, 4096)
+                    if chunk:
+                        got += chunk
+                        acked = True
+                        continue
+                    break       # the init closed exec.fifo: its exec succeeded
+                if pfd in r and ffd not in r:
+                    # the init exited; drain what it wrote
+                    try:
+                        got += os.read(ffd, 4096)
+                    except BlockingIOError:
+                        pass
+                    if not acked and not got:
+                        raise HutchError("container init exited before start")
+                    break
+        finally:
+            os.close(ffd)
+            os.close(pfd)
+        try:
+            os.unlink(cdir.fifo)
+        except FileNotFoundError:
+            pass
+        err = got[1:].decode(errors="replace").strip()
+        if err:
+            raise HutchError(err)
+        d["status"] = "running"
+        cdir.save()
+        st = cdir.oci_state()
+        if d.get("hooks", {}).get("poststart"):
+            from . import jsonlite
+            try:
+                hooks.run_hooks(d["hooks"], "poststart", jsonlite.dumps(st))
+            except HutchError as e:
+                from .log import warn
+                warn(str(e))
+
+
+def kill(root, cid, sig, all_procs=False):
+    cdir = load(root, cid)
+    with cdir:
+        d = cdir.data
+        status = cdir.status()
+        if status == "stopped":
+            raise NotRunning("container not running", 3)
+        if all_procs and d.get("cgroup"):
+            from .cgroups.manager import Manager
+            Manager.from_state(d["cgroup"]).kill_all(sig)
+            return
+        pfd = _pidfd(d["pid"], d.get("starttime"))
+        if pfd is None:
+            raise NotRunning("container not running", 3)
+        try:
+            signal.pidfd_send_signal(pfd, sig)
+        except ProcessLookupError:
+            raise NotRunning("container not running", 3) from None
+        finally:
+            os.close(pfd)
+
+
+def delete(root, cid, force=False):
+    try:
+        cdir = load(root, cid)
+    except NotFound:
+        if force:
+            return
+        raise
+    with cdir:
+        d = cdir.data
+        status = cdir.status()
+        if status in ("running", "paused") and not force:
+            raise HutchError(f"cannot delete container {cid} that is not stopped: "
+                             f"{status}")
+        if d.get("pid"):
+            if status == "paused" and d.get("cgroup"):
+                from .cgroups.manager import Manager
+                Manager.from_state(d["cgroup"]).freeze(False)
+            _kill_wait(d["pid"], d.get("starttime"))
+        if d.get("cgroup"):
+            from .cgroups.manager import Manager
+            Manager.from_state(d["cgroup"]).destroy()
+        if d.get("hooks", {}).get("poststop"):
+            from . import hooks, jsonlite
+            st = cdir.oci_state()
+            st["status"] = "stopped"
+            try:
+                hooks.run_hooks(d["hooks"], "poststop", jsonlite.dumps(st))
+            except HutchError as e:
+                from .log import warn
+                warn(str(e))
+        cdir.remove()
+
+
+def state(root, cid):
+    cdir = load(root, cid)
+    with cdir:
+        return cdir.oci_state()
+
+
+def list_all(root):
+    from .state import list_ids
+    out = []
+    for cid in list_ids(root):
+        cdir = ContainerDir(root, cid)
+        try:
+            d = cdir.load()
+        except HutchError:
+            continue
+        st = cdir.oci_state()
+        if d.get("status") == "creating" and not _locked(cdir):
+            st["status"] = "stopped"
+        st.update(rootfs=d.get("rootfs", ""), created=d.get("created", ""),
+                  owner=d.get("owner", ""))
+        out.append(st)
+    return out
+
+
+def _locked(cdir):
+    import fcntl
+    try:
+        fd = os.open(cdir.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)

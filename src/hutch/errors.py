@@ -1,0 +1,38 @@
+"""Error types.  Every message is one lower-case line naming what failed and why."""
+
+import os
+
+
+class HutchError(Exception):
+    """A failure hutch reports to the user as one line.
+
+    ``errno`` is kept when a system call caused it, and appears in the message.
+    """
+
+    def __init__(self, msg, errno=None):
+        if errno is not None and f"errno {errno}" not in msg:
+            msg = f"{msg} (errno {errno})"
+        super().__init__(msg)
+        self.errno = errno
+
+    @classmethod
+    def from_os(cls, what, e):
+        """Wraps an OSError: ``what: <strerror> (errno N)``."""
+        text = e.strerror or os.strerror(e.errno or 0)
+        if e.filename is not None:
+            text = f"{e.filename}: {text}"
+        if text.startswith(what):
+            return cls(text, e.errno)
+        return cls(f"{what}: {text}", e.errno)
+
+
+class ConfigError(HutchError):
+    """The bundle's config.json or a process.json is invalid."""
+
+
+class NotFound(HutchError):
+    """The container does not exist (runc's phrase is kept for engines)."""
+
+
+class NotRunning(HutchError):
+    """The container is not running (runc's phrase is kept for engines)."""

@@ -1,0 +1,275 @@
+"""The syscall layer: every call hutch makes that the ``os`` module lacks.
+
+All container logic talks to the kernel through a :class:`Kernel` object, so the
+logic can be unit-tested without root against :class:`hutch.linux.fake.FakeKernel`,
+which records calls instead of making them.
+
+Every failing call raises ``OSError(errno, "<call> <what>: <strerror>")`` so that
+errors name what failed, why, and the errno.  ctypes is imported lazily: verbs
+that never reach this module (state, kill, delete, list...) do not pay for it.
+"""
+
+import os
+
+# namespace clone flags
+CLONE_NEWTIME = 0x00000080
+CLONE_NEWNS = 0x00020000
+CLONE_NEWCGROUP = 0x02000000
+CLONE_NEWUTS = 0x04000000
+CLONE_NEWIPC = 0x08000000
+CLONE_NEWUSER = 0x10000000
+CLONE_NEWPID = 0x20000000
+CLONE_NEWNET = 0x40000000
+
+# mount(2) flags
+MS_RDONLY = 1
+MS_NOSUID = 2
+MS_NODEV = 4
+MS_NOEXEC = 8
+MS_SYNCHRONOUS = 16
+MS_REMOUNT = 32
+MS_MANDLOCK = 64
+MS_DIRSYNC = 128
+MS_NOSYMFOLLOW = 256
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_BIND = 4096
+MS_MOVE = 8192
+MS_REC = 16384
+MS_SILENT = 32768
+MS_UNBINDABLE = 1 << 17
+MS_PRIVATE = 1 << 18
+MS_SLAVE = 1 << 19
+MS_SHARED = 1 << 20
+MS_RELATIME = 1 << 21
+MS_STRICTATIME = 1 << 24
+MS_LAZYTIME = 1 << 25
+MNT_DETACH = 2
+
+# new mount API
+OPEN_TREE_CLONE = 1
+OPEN_TREE_CLOEXEC = os.O_CLOEXEC
+AT_FDCWD = -100
+AT_EMPTY_PATH = 0x1000
+AT_RECURSIVE = 0x8000
+AT_SYMLINK_NOFOLLOW = 0x100
+MOVE_MOUNT_F_EMPTY_PATH = 0x4
+MOVE_MOUNT_T_EMPTY_PATH = 0x40
+MOUNT_ATTR_RDONLY = 0x1
+MOUNT_ATTR_NOSUID = 0x2
+MOUNT_ATTR_NODEV = 0x4
+MOUNT_ATTR_NOEXEC = 0x8
+MOUNT_ATTR__ATIME = 0x70
+MOUNT_ATTR_RELATIME = 0x0
+MOUNT_ATTR_NOATIME = 0x10
+MOUNT_ATTR_STRICTATIME = 0x20
+MOUNT_ATTR_NODIRATIME = 0x80
+MOUNT_ATTR_IDMAP = 0x100000
+MOUNT_ATTR_NOSYMFOLLOW = 0x200000
+
+# openat2 resolve flags
+RESOLVE_NO_XDEV = 0x01
+RESOLVE_NO_MAGICLINKS = 0x02
+RESOLVE_NO_SYMLINKS = 0x04
+RESOLVE_BENEATH = 0x08
+RESOLVE_IN_ROOT = 0x10
+
+# prctl
+PR_SET_PDEATHSIG = 1
+PR_SET_DUMPABLE = 4
+PR_SET_KEEPCAPS = 8
+PR_CAPBSET_READ = 23
+PR_CAPBSET_DROP = 24
+PR_SET_SECUREBITS = 28
+PR_SET_NO_NEW_PRIVS = 38
+PR_SET_CHILD_SUBREAPER = 36
+PR_CAP_AMBIENT = 47
+PR_CAP_AMBIENT_RAISE = 2
+PR_CAP_AMBIENT_CLEAR_ALL = 4
+
+CLOSE_RANGE_CLOEXEC = 4
+
+_MACHINE = os.uname().machine
+if _MACHINE == "x86_64":
+    NR = dict(pivot_root=155, capget=125, capset=126, seccomp=317, execveat=322,
+              keyctl=250)
+elif _MACHINE in ("aarch64", "arm64", "riscv64"):
+    NR = dict(pivot_root=41, capget=90, capset=91, seccomp=277, execveat=281,
+              keyctl=219)
+else:  # pragma: no cover - other architectures are not supported yet
+    raise ImportError(f"hutch: unsupported architecture {_MACHINE}")
+NR.update(pidfd_send_signal=424, open_tree=428, move_mount=429, fsopen=430,
+          fsconfig=431, fsmount=432, pidfd_open=434, close_range=436, openat2=437,
+          mount_setattr=442)
+
+_libc = None
+
+
+def _lib():
+    global _libc
+    if _libc is None:
+        import ctypes
+        _libc = ctypes.CDLL(None, use_errno=True)
+        _libc.syscall.restype = ctypes.c_long
+    return _libc
+
+
+def _b(s):
+    if s is None:
+        return None
+    return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def _check(ret, what):
+    if ret < 0:
+        import ctypes
+        e = ctypes.get_errno()
+        raise OSError(e, f"{what}: {os.strerror(e)}")
+    return ret
+
+
+class Kernel:
+    """The real kernel.  Methods mirror the syscalls they make."""
+
+    def syscall(self, name, *args):
+        return _lib().syscall(NR[name], *args)
+
+    # --- namespaces ---------------------------------------------------------
+    def unshare(self, flags):
+        _check(_lib().unshare(flags), f"unshare {flags:#x}")
+
+    def setns(self, fd, nstype, what="namespace"):
+        _check(_lib().setns(fd, nstype), f"setns {what}")
+
+    def sethostname(self, name):
+        b = _b(name)
+        _check(_lib().sethostname(b, len(b)), f"sethostname {name!r}")
+
+    def setdomainname(self, name):
+        b = _b(name)
+        _check(_lib().setdomainname(b, len(b)), f"setdomainname {name!r}")
+
+    # --- mounts -------------------------------------------------------------
+    def mount(self, source, target, fstype, flags, data=None, what=None):
+        import ctypes
+        ret = _lib().mount(_b(source), _b(target), _b(fstype), ctypes.c_ulong(flags),
+                           _b(data))
+        _check(ret, what or f"mount {source} on {target}")
+
+    def umount2(self, target, flags=0):
+        _check(_lib().umount2(_b(target), flags), f"umount {target}")
+
+    def pivot_root(self, new_root, put_old):
+        _check(self.syscall("pivot_root", _b(new_root), _b(put_old)),
+               f"pivot_root {new_root}")
+
+    def open_tree(self, dirfd, path, flags, what=None):
+        return _check(self.syscall("open_tree", dirfd, _b(path), flags),
+                      what or f"open_tree {path}")
+
+    def move_mount(self, from_fd, from_path, to_fd, to_path, flags, what="move_mount"):
+        _check(self.syscall("move_mount", from_fd, _b(from_path), to_fd, _b(to_path),
+                            flags), what)
+
+    def mount_setattr(self, fd, path, flags, attr_set, attr_clr=0, propagation=0,
+                      what="mount_setattr"):
+        import ctypes
+        attr = (ctypes.c_uint64 * 4)(attr_set, attr_clr, propagation, 0)
+        _check(self.syscall("mount_setattr", fd, _b(path), flags, ctypes.byref(attr),
+                            ctypes.sizeof(attr)), what)
+
+    def fsopen(self, fstype):
+        return _check(self.syscall("fsopen", _b(fstype), 1), f"fsopen {fstype}")
+
+    def fsconfig(self, fd, cmd, key=None, value=None, aux=0, what="fsconfig"):
+        try:
+            _check(self.syscall("fsconfig", fd, cmd, _b(key), _b(value), aux), what)
+        except OSError as e:
+            log = self.fs_log(fd)
+            if log:
+                raise OSError(e.errno, f"{e.strerror}: {log}") from None
+            raise
+
+    @staticmethod
+    def fs_log(fd):
+        """The kernel's own explanation of a failed fsconfig, if it left one."""
+        msgs = []
+        while True:
+            try:
+                m = os.read(fd, 512)
+            except OSError:
+                break
+            if not m:
+                break
+            msgs.append(m.decode(errors="replace").strip()[2:])
+        return "; ".join(msgs)
+
+    def fsmount(self, fd, attrs):
+        return _check(self.syscall("fsmount", fd, 1, attrs), "fsmount")
+
+    def openat2(self, dirfd, path, flags, mode=0, resolve=0, what=None):
+        import ctypes
+        how = (ctypes.c_uint64 * 3)(flags, mode, resolve)
+        return _check(self.syscall("openat2", dirfd, _b(path), ctypes.byref(how),
+                                   ctypes.sizeof(how)), what or f"open {path}")
+
+    # --- processes ----------------------------------------------------------
+    def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0, what=None):
+        import ctypes
+        u = ctypes.c_ulong
+        return _check(_lib().prctl(option, u(arg2), u(arg3), u(arg4), u(arg5)),
+                      what or f"prctl {option}")
+
+    def capget(self):
+        """Returns (effective, permitted, inheritable) as 64-bit masks."""
+        import ctypes
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        data = (ctypes.c_uint32 * 6)()
+        _check(self.syscall("capget", ctypes.byref(hdr), ctypes.byref(data)), "capget")
+        return (data[0] | data[3] << 32, data[1] | data[4] << 32, data[2] | data[5] << 32)
+
+    def capset(self, effective, permitted, inheritable):
+        import ctypes
+        hdr = (ctypes.c_uint32 * 2)(0x20080522, 0)
+        m = 0xFFFFFFFF
+        data = (ctypes.c_uint32 * 6)(effective & m, permitted & m, inheritable & m,
+                                     effective >> 32, permitted >> 32, inheritable >> 32)
+        _check(self.syscall("capset", ctypes.byref(hdr), ctypes.byref(data)), "capset")
+
+    def close_range(self, first, last, flags):
+        _check(self.syscall("close_range", first, last, flags), "close_range")
+
+    def execveat(self, fd, path, argv, env, flags):
+        import ctypes
+        av = (ctypes.c_char_p * (len(argv) + 1))(*[_b(a) for a in argv], None)
+        ev = (ctypes.c_char_p * (len(env) + 1))(*[_b(e) for e in env], None)
+        self.syscall("execveat", fd, _b(path), av, ev, flags)
+        import ctypes as c
+        e = c.get_errno()
+        raise OSError(e, f"execveat {path or fd}: {os.strerror(e)}")
+
+    def join_session_keyring(self, name=None):
+        # KEYCTL_JOIN_SESSION_KEYRING = 1
+        _check(self.syscall("keyctl", 1, _b(name)), "keyctl join session keyring")
+
+    def seccomp_set_filter(self, prog_bytes, flags=0):
+        import ctypes
+        buf = ctypes.create_string_buffer(prog_bytes, len(prog_bytes))
+
+        class SockFprog(ctypes.Structure):
+            _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_void_p)]
+        fprog = SockFprog(len(prog_bytes) // 8, ctypes.addressof(buf))
+        # SECCOMP_SET_MODE_FILTER = 1
+        return _check(self.syscall("seccomp", 1, flags, ctypes.byref(fprog)),
+                      "seccomp set filter")
+
+
+_kernel = None
+
+
+def kernel():
+    """The process-wide kernel object."""
+    global _kernel
+    if _kernel is None:
+        _kernel = Kernel()
+    return _kernel

@@ -1,0 +1,117 @@
+"""Namespaces: which to create, which to join, in what order, and the per-namespace
+settings (id maps, time offsets, sysctls).
+
+Order, as the kernel needs it:
+  1. join the user namespace given by path (it owns the others), then every other
+     namespace given by path (the fds were opened before anything changed);
+  2. create the user namespace; the parent writes its uid/gid maps;
+  3. create every other new namespace in one unshare().  pid and time apply to
+     children, so the container's init is the next fork.
+"""
+
+import os
+
+from .errors import HutchError
+from .spec.config import NAMESPACES, NS_PROC_NAME
+
+JOIN_ORDER = ("user", "mount", "pid", "network", "ipc", "uts", "cgroup", "time")
+
+# sysctl prefixes and the namespace that must be private for each
+_IPC_SYSCTLS = ("kernel.msgmax", "kernel.msgmnb", "kernel.msgmni", "kernel.sem",
+                "kernel.shmall", "kernel.shmmax", "kernel.shmmni",
+                "kernel.shm_rmid_forced")
+
+
+def sysctl_namespace(key):
+    """The namespace a sysctl key belongs to, or None if it is not namespaced."""
+    k = key.replace("/", ".")
+    if k in _IPC_SYSCTLS or k.startswith("fs.mqueue."):
+        return "ipc"
+    if k.startswith("net."):
+        return "network"
+    if k in ("kernel.hostname", "kernel.domainname"):
+        return "uts"
+    return None
+
+
+def check_sysctls(sysctl, namespaces):
+    for key in sysctl:
+        ns = sysctl_namespace(key)
+        if ns is None:
+            raise HutchError(f"sysctl {key!r} is not namespaced, so a container may not "
+                             "set it", 1)
+        if ns not in namespaces:
+            raise HutchError(f"sysctl {key!r} needs a private {ns} namespace, and the "
+                             f"container shares the host's", 1)
+        if ".." in key.replace(".", "/").split("/"):
+            raise HutchError(f"sysctl {key!r} is not a valid key")
+
+
+def write_sysctls(sysctl):
+    for key, val in sysctl.items():
+        path = "/proc/sys/" + key.replace(".", "/")
+        try:
+            with open(path, "w") as f:
+                f.write(val)
+        except OSError as e:
+            raise HutchError(f"set sysctl {key}={val}: {e.strerror}", e.errno) from None
+
+
+def open_join_fds(namespaces):
+    """Opens every namespace given by path.  Returns [(type, fd)] in join order."""
+    out = []
+    try:
+        for t in JOIN_ORDER:
+            path = namespaces.get(t)
+            if path:
+                try:
+                    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+                except OSError as e:
+                    raise HutchError(f"open {t} namespace {path}: {e.strerror}",
+                                     e.errno) from None
+                out.append((t, fd))
+                _check_ns_type(t, fd, path)
+    except BaseException:
+        for _, fd in out:
+            os.close(fd)
+        raise
+    return out
+
+
+def _check_ns_type(t, fd, path):
+    try:
+        link = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return
+    want = NS_PROC_NAME[t]
+    if not link.startswith(want + ":["):
+        raise HutchError(f"{path} is not a {t} namespace (it is {link})", 22)
+
+
+def id_map_text(mappings):
+    return "".join(f"{c} {h} {s}\n" for c, h, s in mappings)
+
+
+def write_id_maps(pid, uid_mappings, gid_mappings):
+    """Written by the parent (root on the host) for the child that created the
+    user namespace."""
+    try:
+        with open(f"/proc/{pid}/uid_map", "w") as f:
+            f.write(id_map_text(uid_mappings))
+        with open(f"/proc/{pid}/gid_map", "w") as f:
+            f.write(id_map_text(gid_mappings))
+    except OSError as e:
+        raise HutchError(f"write the user namespace id maps: {e.strerror}",
+                         e.errno) from None
+
+
+def time_offsets_text(offsets):
+    return "".join(f"{clock} {s} {ns}\n" for clock, (s, ns) in offsets.items())
+
+
+def new_flags(namespaces, exclude_user=True):
+    f = 0
+    for t, path in namespaces.items():
+        if not path and not (exclude_user and t == "user"):
+            f |= NAMESPACES[t]
+    return f

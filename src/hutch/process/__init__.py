@@ -1,0 +1,1 @@
+"""The fork chain, the parent/child channel and the container's init."""

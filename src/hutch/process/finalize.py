@@ -1,0 +1,172 @@
+"""The last steps before the user's program: console, executable lookup,
+credentials, capabilities, no_new_privs, fds, and the exec itself.
+
+Shared by the container's init and (later) by `hutch exec`.
+"""
+
+import os
+import signal
+import stat
+
+from ..errors import HutchError
+from ..linux import kernel as K
+
+DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+TIOCGPTPEER = 0x5441
+TIOCSPTLCK = 0x40045431
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+
+
+def open_console(k, rf, plan):
+    """Opens a pty pair on the container's devpts, sends the master to the console
+    socket and returns the slave fd."""
+    import fcntl
+    import struct
+    from ..rootfs.paths import open_in_root
+    sock = plan["console_socket"]
+    if sock < 0:
+        raise HutchError("process.terminal is true but no --console-socket was given")
+    try:
+        if rf is not None:
+            master = open_in_root(k, rf.rootfd, "/dev/pts/ptmx",
+                                  os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+        else:
+            master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise HutchError("process.terminal needs a devpts mount at /dev/pts in the "
+                         "container", 2) from None
+    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+    cs = plan["process"]["console_size"]
+    if cs:
+        fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", cs[0], cs[1], 0, 0))
+    from .channel import send_fd
+    try:
+        send_fd(sock, master, "/dev/ptmx")
+    except OSError as e:
+        raise HutchError(f"send the console to --console-socket: {e.strerror}",
+                         e.errno) from None
+    os.close(master)
+    os.close(sock)
+    return slave
+
+
+def take_console(slave):
+    import fcntl
+    for fd in (0, 1, 2):
+        os.dup2(slave, fd)
+    os.close(slave)
+    fcntl.ioctl(0, TIOCSCTTY, 0)
+
+
+def _home_of(uid):
+    try:
+        with open("/etc/passwd") as f:
+            for line in f:
+                parts = line.rstrip("\n").split(":")
+                if len(parts) >= 6 and parts[2] == str(uid):
+                    return parts[5] or "/"
+    except OSError:
+        pass
+    return "/"
+
+
+def prepare_exec(proc):
+    """Finds the executable in the container, and completes the environment."""
+    env = list(proc["env"])
+    keys = {e.split("=", 1)[0] for e in env}
+    if "HOME" not in keys:
+        env.append("HOME=" + _home_of(proc["uid"]))
+    name = proc["args"][0]
+    return find_executable(name, env), env
+
+
+def find_executable(name, env):
+    if "/" in name:
+        try:
+            st = os.stat(name)
+        except OSError as e:
+            raise HutchError(f'exec: "{name}": stat {name}: {e.strerror.lower()}',
+                             e.errno) from None
+        if stat.S_ISDIR(st.st_mode):
+            raise HutchError(f'exec: "{name}": is a directory', 21)
+        if not st.st_mode & 0o111:
+            raise HutchError(f'exec: "{name}": permission denied', 13)
+        return name
+    path = DEFAULT_PATH
+    for e in env:
+        if e.startswith("PATH="):
+            path = e[5:]
+    for d in path.split(":"):
+        cand = os.path.join(d or ".", name)
+        try:
+            st = os.stat(cand)
+        except OSError:
+            continue
+        if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
+            return cand
+    raise HutchError(f'exec: "{name}": executable file not found in $PATH', 2)
+
+
+def env_dict(env):
+    """KEY=value strings -> the mapping os.execve wants (a later KEY wins)."""
+    out = {}
+    for e in env:
+        key, _, val = e.partition("=")
+        out[key] = val
+    return out
+
+
+def reset_signals():
+    """Python ignores SIGPIPE and SIGXFSZ; ignored signals survive exec."""
+    for s in range(1, signal.NSIG):
+        if s in (signal.SIGKILL, signal.SIGSTOP):
+            continue
+        try:
+            signal.signal(s, signal.SIG_DFL)
+        except (OSError, ValueError):
+            pass
+    signal.pthread_sigmask(signal.SIG_SETMASK, ())
+
+
+def exec_process(k, proc, exe, env, keep_fds):
+    from .. import capabilities as C
+    caps = proc["capabilities"]
+    reset_signals()
+    if caps is not None:
+        C.drop_bounding(k, C.mask(caps.get("bounding", ())))
+    try:
+        os.setgroups(proc["additional_gids"])
+    except PermissionError:
+        if proc["additional_gids"]:
+            raise HutchError("setgroups: not permitted in this user namespace", 1) \
+                from None
+    k.prctl(K.PR_SET_KEEPCAPS, 1)
+    try:
+        os.setresgid(proc["gid"], proc["gid"], proc["gid"])
+        os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+    except OSError as e:
+        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: {e.strerror}",
+                         e.errno) from None
+    k.prctl(K.PR_SET_KEEPCAPS, 0)
+    if caps is not None:
+        C.apply_sets(k, caps)
+    if proc["umask"] is not None:
+        os.umask(proc["umask"])
+    try:
+        os.chdir(proc["cwd"])
+    except PermissionError:
+        pass    # entered as root already; the user may lack search permission
+    if proc["no_new_privileges"]:
+        k.prctl(K.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
+    if proc.get("seccomp"):
+        k.seccomp_set_filter(proc["seccomp"])
+    # nothing of hutch's own reaches the program: every fd past the kept ones closes
+    k.close_range(keep_fds, 0xFFFFFFFF, K.CLOSE_RANGE_CLOEXEC)
+    for fd in range(3, keep_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    os.execve(exe, proc["args"], env_dict(env))

@@ -1,0 +1,178 @@
+"""The container side of the fork chain.  Runs in forked children of ``hutch create``.
+
+stage1 (first child): joins namespaces given by path, creates the user namespace
+(the parent writes its maps), creates the other namespaces, then forks the init and
+exits.  The init is pid 1 of a new pid namespace.
+
+stage2 (the init): builds the rootfs, runs createContainer hooks, pivots, reports
+ready, then blocks opening exec.fifo until ``hutch start`` reads it.  Then it runs
+startContainer hooks, takes on the configured credentials and execs the user's
+program.  No hutch code runs in the container after that exec.
+
+Every module stage2 needs is imported before pivot_root: after it, the host's Python
+library is out of reach.
+"""
+
+import os
+import resource
+
+from . import channel
+from ..errors import HutchError
+from ..linux import kernel as K
+from ..linux.kernel import kernel
+
+
+def fail(sock, e):
+    """Reports an exception to the parent as one line, then exits."""
+    if isinstance(e, HutchError):
+        msg, errno = str(e), e.errno
+    elif isinstance(e, OSError):
+        msg, errno = HutchError.from_os("container init", e).args[0], e.errno
+    else:
+        msg, errno = f"container init: {type(e).__name__}: {e}", None
+    try:
+        channel.send(sock, {"t": "error", "msg": msg, "errno": errno})
+    finally:
+        os._exit(1)
+
+
+def stage1(plan, sock):
+    k = kernel()
+    for fd in plan["close_fds"]:
+        os.close(fd)    # e.g. the state lock: it must not outlive `hutch create`
+    try:
+        for t, fd in plan["join"]:
+            k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
+            os.close(fd)
+        if plan["new_user"]:
+            k.unshare(K.CLONE_NEWUSER)
+        channel.send(sock, {"t": "stage1", "pid": os.getpid()})
+        reply = channel.recv(sock)
+        if reply is None or reply.get("t") != "ok":
+            os._exit(1)
+        if plan["new_user"]:
+            os.setresgid(0, 0, 0)
+            os.setresuid(0, 0, 0)
+        if plan["new_flags"]:
+            k.unshare(plan["new_flags"])
+        if plan["time_offsets"]:
+            with open("/proc/self/timens_offsets", "w") as f:
+                f.write(plan["time_offsets"])
+        pid = os.fork()
+        if pid == 0:
+            try:
+                stage2(plan, sock)
+            except BaseException as e:   # noqa: BLE001 - reported to the parent
+                fail(sock, e)
+            os._exit(1)
+        channel.send(sock, {"t": "pid", "pid": pid})
+        os._exit(0)
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def state_json(plan, pid, status):
+    from .. import jsonlite
+    return jsonlite.dumps({"ociVersion": plan["oci_version"], "id": plan["id"],
+                           "status": status, "pid": pid, "bundle": plan["bundle"],
+                           "annotations": plan["annotations"]})
+
+
+def stage2(plan, sock):
+    k = kernel()
+    from .. import hooks
+    from ..rootfs.setup import Rootfs
+    from . import finalize
+    proc = plan["process"]
+    msg = channel.recv(sock)
+    if msg is None:
+        os._exit(1)
+    hostpid = msg["pid"]
+    k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
+    os.setsid()
+    for res, soft, hard, name in proc["rlimits"]:
+        try:
+            resource.setrlimit(res, (soft if soft < 1 << 63 else resource.RLIM_INFINITY,
+                                     hard if hard < 1 << 63 else resource.RLIM_INFINITY))
+        except (OSError, ValueError) as e:
+            cur = resource.getrlimit(res)
+            raise HutchError(f"set {name} to {soft}/{hard}: "
+                             f"{getattr(e, 'strerror', None) or e} (the current hard "
+                             f"limit is {cur[1]}; raising it needs CAP_SYS_RESOURCE, "
+                             "which hutch lacks)", getattr(e, "errno", 1)) from None
+    if proc["oom_score_adj"] is not None:
+        with open("/proc/self/oom_score_adj", "w") as f:
+            f.write(str(proc["oom_score_adj"]))
+    fifo_fd = os.open(plan["fifo"], os.O_PATH | os.O_CLOEXEC)
+    hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    rf = None
+    if plan["new_mountns"]:
+        rf = Rootfs(k, plan)
+        rf.prepare()
+        rf.do_mounts()
+        rf.make_devices()
+    if plan["loopback"]:
+        from ..network import loopback_up
+        loopback_up()
+    if plan["sysctl"]:
+        from ..namespaces import write_sysctls
+        write_sysctls(plan["sysctl"])
+    channel.send(sock, {"t": "hooks"})
+    reply = channel.recv(sock)
+    if reply is None or reply.get("t") != "ok":
+        os._exit(1)
+    hooks.run_hooks(plan["hooks"], "createContainer", state_json(plan, hostpid,
+                                                                 "creating"))
+    console = None
+    if proc["terminal"]:
+        console = finalize.open_console(k, rf, plan)
+    if rf is not None:
+        rf.mask_paths()
+        rf.readonly_paths()
+        if console is not None:
+            rf.console(console)
+        rf.enter(plan["no_pivot"])
+        rf.close()
+    elif plan["root"]:
+        os.chroot(plan["root"])
+        os.chdir("/")
+    if plan["hostname"] is not None:
+        k.sethostname(plan["hostname"])
+    if plan["domainname"] is not None:
+        k.setdomainname(plan["domainname"])
+    if not plan["no_new_keyring"]:
+        k.join_session_keyring(None)
+    if console is not None:
+        finalize.take_console(console)
+    exe, env = finalize.prepare_exec(proc)
+    try:
+        os.chdir(proc["cwd"])
+    except OSError as e:
+        raise HutchError(f"chdir to cwd ({proc['cwd']!r}) set in config.json failed: "
+                         f"{e.strerror}", e.errno) from None
+    channel.send(sock, {"t": "ready"})
+    os.close(sock)
+    # wait for `hutch start`: opening the fifo for writing blocks until it reads
+    wfd = os.open(f"self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+    os.close(fifo_fd)
+    os.close(hostproc)
+    if wfd < plan["keep_fds"]:
+        import fcntl
+        nfd = fcntl.fcntl(wfd, fcntl.F_DUPFD_CLOEXEC, plan["keep_fds"])
+        os.close(wfd)
+        wfd = nfd
+    try:
+        os.write(wfd, b"\0")
+        hooks.run_hooks(plan["hooks"], "startContainer", state_json(plan, hostpid,
+                                                                    "created"))
+        finalize.exec_process(k, proc, exe, env, plan["keep_fds"])
+    except BaseException as e:   # noqa: BLE001 - reported to `hutch start`
+        text = str(e) if isinstance(e, HutchError) else \
+            HutchError.from_os("start the container process", e).args[0] \
+            if isinstance(e, OSError) else f"{type(e).__name__}: {e}"
+        try:
+            os.write(wfd, text.encode())
+        finally:
+            os._exit(127)
+
+

@@ -1,0 +1,96 @@
+"""The parent side of the fork chain (runs in `hutch create`).
+
+The parent forks stage1, writes the user namespace's id maps, puts stage1 in the
+container's cgroup (so the init is there before any user code runs), runs the
+prestart and createRuntime hooks, and waits for the init to report ready.  It is a
+child subreaper meanwhile, so that a failed init can be reaped and nothing is left.
+"""
+
+import os
+import signal
+
+from . import channel
+from ..errors import HutchError
+from ..linux import kernel as K
+from ..linux.kernel import kernel
+
+
+def spawn(plan, on_pid, cgroup, hooks_state):
+    """Starts the container's init.  ``on_pid(pid)`` is called as soon as the
+    init's pid is known (the caller records it for crash-safe clean-up);
+    ``hooks_state(pid)`` returns the state JSON for the createRuntime hooks."""
+    from .. import hooks
+    from . import init
+    k = kernel()
+    k.prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+    psock, csock = channel.socketpair()
+    c1 = os.fork()
+    if c1 == 0:
+        os.close(psock)
+        init.stage1(plan, csock)
+        os._exit(1)
+    os.close(csock)
+    for _, fd in plan["join"]:
+        os.close(fd)
+    if plan["console_socket"] >= 0:
+        os.close(plan["console_socket"])
+    c2 = None
+    try:
+        while True:
+            msg = channel.recv(psock)
+            if msg is None:
+                raise HutchError("container init exited during setup" +
+                                 _exit_text(c1, c2))
+            t = msg["t"]
+            if t == "error":
+                raise HutchError(msg["msg"], msg.get("errno"))
+            if t == "stage1":
+                if plan["new_user"]:
+                    from ..namespaces import write_id_maps
+                    write_id_maps(c1, plan["uid_mappings"], plan["gid_mappings"])
+                if cgroup is not None:
+                    cgroup.add(c1)
+                channel.send(psock, {"t": "ok"})
+            elif t == "pid":
+                c2 = msg["pid"]
+                os.waitpid(c1, 0)
+                c1 = None
+                on_pid(c2)
+                channel.send(psock, {"t": "go", "pid": c2})
+            elif t == "hooks":
+                state = hooks_state(c2)
+                hooks.run_hooks(plan["hooks"], "prestart", state)
+                hooks.run_hooks(plan["hooks"], "createRuntime", state)
+                channel.send(psock, {"t": "ok"})
+            elif t == "ready":
+                return c2
+    except BaseException:
+        for pid in (c2, c1):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+        for pid in (c1, c2):
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        raise
+    finally:
+        os.close(psock)
+
+
+def _exit_text(c1, c2):
+    for pid in (c1, c2):
+        if pid:
+            try:
+                _, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                continue
+            if status:
+                code = os.waitstatus_to_exitcode(status)
+                return f" (exit status {code})" if code >= 0 else \
+                    f" (killed by signal {-code})"
+    return ""

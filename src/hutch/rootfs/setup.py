@@ -1,0 +1,323 @@
+"""Building the container's filesystem view, inside its new mount namespace.
+
+Order (each step rolls back with the mount namespace itself if a later one fails):
+  1. propagation of "/" (rootfsPropagation, default rslave) so nothing leaks out;
+  2. the rootfs bound onto itself, so it is a mount point for pivot_root;
+  3. the config's mounts, in order, each destination resolved inside the rootfs;
+  4. /dev: the default devices plus linux.devices, and the /dev symlinks;
+  5. pivot_root (or MS_MOVE + chroot with --no-pivot);
+  6. maskedPaths, readonlyPaths, then root.readonly.
+"""
+
+import os
+import stat
+
+from ..errors import HutchError
+from ..linux import kernel as K
+from . import mounts as M
+from .paths import O_PATH, ensure_target, is_dir_fd, mkdir_all, open_in_root
+
+DEFAULT_DEVICES = (
+    # path, type, major, minor, mode
+    ("/dev/null", "c", 1, 3, 0o666), ("/dev/zero", "c", 1, 5, 0o666),
+    ("/dev/full", "c", 1, 7, 0o666), ("/dev/random", "c", 1, 8, 0o666),
+    ("/dev/urandom", "c", 1, 9, 0o666), ("/dev/tty", "c", 5, 0, 0o666),
+)
+DEV_LINKS = (("/proc/self/fd", "/dev/fd"), ("/proc/self/fd/0", "/dev/stdin"),
+             ("/proc/self/fd/1", "/dev/stdout"), ("/proc/self/fd/2", "/dev/stderr"))
+_PROP = {"private": K.MS_PRIVATE, "shared": K.MS_SHARED, "slave": K.MS_SLAVE,
+         "unbindable": K.MS_UNBINDABLE}
+
+
+def propagation_flags(name, default=K.MS_SLAVE | K.MS_REC):
+    if not name:
+        return default
+    rec = K.MS_REC if name.startswith("r") and name[1:] in _PROP else 0
+    return _PROP[name[1:] if rec else name] | rec
+
+
+class Rootfs:
+    """Carries the rootfs fd and the facts the steps need."""
+
+    def __init__(self, k, plan):
+        self.k = k
+        self.plan = plan
+        self.rootfd = -1
+        self.userns = plan["userns"]
+        self.devnull = -1
+
+    # --- 1 and 2 -------------------------------------------------------------
+    def prepare(self):
+        k, plan = self.k, self.plan
+        root = plan["root"]
+        prop = propagation_flags(plan["rootfs_propagation"])
+        # shared propagation is applied after pivot_root; before it, slave
+        first = prop if not prop & K.MS_SHARED else K.MS_SLAVE | K.MS_REC
+        k.mount(None, "/", None, first, what="set propagation of /")
+        k.mount(root, root, None, K.MS_BIND | K.MS_REC, what=f"bind rootfs {root}")
+        self.rootfd = os.open(root, O_PATH | os.O_DIRECTORY)
+        # the host's /dev/null, checked, for masking files (CVE-2025-31133 class)
+        self.devnull = os.open("/dev/null", O_PATH)
+        st = os.fstat(self.devnull)
+        if not stat.S_ISCHR(st.st_mode) or os.major(st.st_rdev) != 1 or \
+                os.minor(st.st_rdev) != 3:
+            raise HutchError("the host's /dev/null is not the null device")
+
+    # --- 3 -------------------------------------------------------------------
+    def do_mounts(self):
+        for m in self.plan["mounts"]:
+            self.mount_one(m)
+
+    def mount_one(self, m):
+        k = self.k
+        dest, fstype, src, opts = m["destination"], m["type"] or "", m["source"], m["options"]
+        o = M.parse_options(opts, fstype)
+        what = f"mount {fstype or 'bind'} {src or ''} on {dest}".replace("  ", " ")
+        if fstype == "bind" or (o.bind and fstype in ("", "none", "bind")):
+            o.bind = True
+        try:
+            if o.bind:
+                self._bind(dest, src, o, what)
+            elif fstype == "cgroup" or fstype == "cgroup2":
+                self._cgroup(dest, fstype, o, what)
+            else:
+                tfd = ensure_target(k, self.rootfd, dest, True)
+                try:
+                    try:
+                        mfd = M.fs_mount(k, fstype, src, o, tfd, what)
+                    except OSError as e:
+                        mfd = self._fallback(e, dest, fstype, src, o, tfd, what)
+                    os.close(mfd)
+                finally:
+                    os.close(tfd)
+        except OSError as e:
+            raise HutchError.from_os(what, e) from None
+
+    def _fallback(self, e, dest, fstype, src, o, tfd, what):
+        k = self.k
+        if fstype == "sysfs" and e.errno == 1:
+            # no sysfs of our own without a network namespace we own: bind the host's
+            o2 = M.parse_options(["rbind", "nosuid", "nodev", "noexec", "ro"])
+            return M.bind_mount(k, K.AT_FDCWD, "/sys", o2, tfd, what)
+        if fstype == "mqueue" and e.errno in (1, 13):
+            o2 = M.parse_options(["rbind", "nosuid", "nodev", "noexec"])
+            return M.bind_mount(k, K.AT_FDCWD, "/dev/mqueue", o2, tfd, what)
+        if fstype == "devpts" and e.errno == 22 and any(k_ == "gid" for k_, _ in o.data):
+            # the tty group is not mapped in the user namespace
+            o.data = [(a, b) for a, b in o.data if a != "gid"]
+            return M.fs_mount(k, fstype, src, o, tfd, what)
+        raise e
+
+    def _bind(self, dest, src, o, what):
+        k = self.k
+        if not src:
+            raise HutchError(f"{what}: a bind mount needs a source")
+        if not src.startswith("/"):
+            src = os.path.join(self.plan["bundle"], src)
+        try:
+            st = os.stat(src)
+        except OSError as e:
+            raise HutchError.from_os(f"{what}: source", e) from None
+        tfd = ensure_target(k, self.rootfd, dest, stat.S_ISDIR(st.st_mode))
+        try:
+            if stat.S_ISDIR(st.st_mode) != is_dir_fd(tfd):
+                raise HutchError(f"{what}: the source and the destination differ in "
+                                 "type (one is a directory, the other is not)")
+            os.close(M.bind_mount(k, K.AT_FDCWD, src, o, tfd, what))
+        finally:
+            os.close(tfd)
+
+    def _cgroup(self, dest, fstype, o, what):
+        """A cgroup mount shows the container's own cgroup as its root."""
+        k = self.k
+        paths = self.plan.get("cgroup_paths") or {}
+        tfd = ensure_target(k, self.rootfd, dest, True)
+        ro = o.readonly
+        bo = M.parse_options(["bind", "nosuid", "nodev", "noexec"] + (["ro"] if ro else []))
+        try:
+            if set(paths) <= {"unified"}:
+                # pure cgroup v2 (or no hierarchy at all)
+                if self.plan["new_cgroupns"] or not paths:
+                    os.close(M.fs_mount(k, "cgroup2", "cgroup2", o, tfd, what))
+                else:
+                    os.close(M.bind_mount(k, K.AT_FDCWD, paths["unified"], bo, tfd, what))
+                return
+            # v1 or hybrid: a tmpfs with one directory per hierarchy
+            to = M.parse_options(["nosuid", "nodev", "noexec", "mode=755"])
+            os.close(M.fs_mount(k, "tmpfs", "tmpfs", to, tfd, what))
+            for key, path in sorted(paths.items()):
+                name = key[5:] if key.startswith("name=") else key
+                sub = f"{dest}/{name}"
+                sfd = mkdir_all(k, self.rootfd, sub)
+                try:
+                    os.close(M.bind_mount(k, K.AT_FDCWD, path, bo, sfd, f"{what}/{name}"))
+                finally:
+                    os.close(sfd)
+                if "," in name:
+                    for ctrl in name.split(","):
+                        try:
+                            self._symlink_in(f"{dest}/{ctrl}", name)
+                        except FileExistsError:
+                            pass
+            if ro:
+                rfd = open_in_root(k, self.rootfd, dest)
+                try:
+                    k.mount_setattr(rfd, "", K.AT_EMPTY_PATH, K.MOUNT_ATTR_RDONLY,
+                                    what=f"{what}: read-only")
+                finally:
+                    os.close(rfd)
+        finally:
+            os.close(tfd)
+
+    def _symlink_in(self, path, target):
+        parent, name = os.path.split(path)
+        pfd = mkdir_all(self.k, self.rootfd, parent)
+        try:
+            os.symlink(target, name, dir_fd=pfd)
+        finally:
+            os.close(pfd)
+
+    # --- 4 -------------------------------------------------------------------
+    def make_devices(self):
+        k = self.k
+        devs = list(DEFAULT_DEVICES)
+        seen = {d[0] for d in self.plan["devices"]}
+        devs = [(p, t, ma, mi, mode, None, None) for p, t, ma, mi, mode in devs
+                if p not in seen]
+        devs += [tuple(d) for d in self.plan["devices"]]
+        for path, t, major, minor, mode, uid, gid in devs:
+            what = f"create device {path}"
+            try:
+                self._device(path, t, major, minor, mode, uid, gid)
+            except OSError as e:
+                raise HutchError.from_os(what, e) from None
+        for target, link in DEV_LINKS:
+            try:
+                self._symlink_in(link, target)
+            except FileExistsError:
+                pass
+        # /dev/ptmx points at the container's own devpts instance
+        try:
+            pts = open_in_root(k, self.rootfd, "/dev/pts/ptmx")
+            os.close(pts)
+            dfd = mkdir_all(k, self.rootfd, "/dev")
+            try:
+                try:
+                    os.unlink("ptmx", dir_fd=dfd)
+                except FileNotFoundError:
+                    pass
+                os.symlink("pts/ptmx", "ptmx", dir_fd=dfd)
+            finally:
+                os.close(dfd)
+        except FileNotFoundError:
+            pass
+
+    def _device(self, path, t, major, minor, mode, uid, gid):
+        k = self.k
+        parent, name = os.path.split(path)
+        pfd = mkdir_all(k, self.rootfd, parent)
+        try:
+            fmt = {"c": stat.S_IFCHR, "u": stat.S_IFCHR, "b": stat.S_IFBLK,
+                   "p": stat.S_IFIFO}[t]
+            if mode is None:
+                mode = 0o666
+            try:
+                st = os.lstat(name, dir_fd=pfd)
+            except FileNotFoundError:
+                st = None
+            if st is not None:
+                if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
+                    raise OSError(17, f"{path} already exists and is not a device")
+                os.unlink(name, dir_fd=pfd)
+            if self.userns and t != "p":
+                # mknod is not allowed in a user namespace: bind the host's node
+                fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                             os.O_CLOEXEC, 0o600, dir_fd=pfd)
+                os.close(fd)
+                tfd = open_in_root(k, self.rootfd, path)
+                try:
+                    o = M.parse_options(["bind"])
+                    os.close(M.bind_mount(k, K.AT_FDCWD, path, o, tfd, f"bind {path}"))
+                finally:
+                    os.close(tfd)
+                return
+            os.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor), dir_fd=pfd)
+            os.chmod(name, mode & 0o7777, dir_fd=pfd)
+            if uid is not None or gid is not None:
+                os.chown(name, uid if uid is not None else -1,
+                         gid if gid is not None else -1, dir_fd=pfd, follow_symlinks=False)
+        finally:
+            os.close(pfd)
+
+    def console(self, slave_fd):
+        """Binds the terminal's slave onto /dev/console."""
+        k = self.k
+        tfd = ensure_target(k, self.rootfd, "/dev/console", False)
+        try:
+            o = M.parse_options(["bind"])
+            os.close(M.bind_mount(k, slave_fd, "", o, tfd, "bind the console"))
+        finally:
+            os.close(tfd)
+
+    # --- 6 (before the pivot, through the rootfs fd) ---------------------------------
+    def mask_paths(self):
+        k = self.k
+        for path in self.plan["masked_paths"]:
+            try:
+                tfd = open_in_root(k, self.rootfd, path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            what = f"mask {path}"
+            try:
+                if is_dir_fd(tfd):
+                    o = M.parse_options(["ro", "nosuid", "nodev", "noexec",
+                                         "mode=755"])
+                    os.close(M.fs_mount(k, "tmpfs", "tmpfs", o, tfd, what))
+                else:
+                    os.close(M.bind_mount(k, self.devnull, "", M.parse_options(["bind"]),
+                                          tfd, what))
+            except OSError as e:
+                raise HutchError.from_os(what, e) from None
+            finally:
+                os.close(tfd)
+
+    def readonly_paths(self):
+        k = self.k
+        for path in self.plan["readonly_paths"]:
+            try:
+                tfd = open_in_root(k, self.rootfd, path)
+            except (FileNotFoundError, NotADirectoryError):
+                continue
+            what = f"make {path} read-only"
+            try:
+                o = M.parse_options(["rbind", "rro", "nosuid", "nodev", "noexec"])
+                os.close(M.bind_mount(k, tfd, "", o, tfd, what))
+            except OSError as e:
+                raise HutchError.from_os(what, e) from None
+            finally:
+                os.close(tfd)
+
+    # --- 5 -------------------------------------------------------------------
+    def enter(self, no_pivot):
+        k = self.k
+        os.fchdir(self.rootfd)
+        if no_pivot:
+            k.mount(".", "/", None, K.MS_MOVE, what="move the rootfs to /")
+            os.chroot(".")
+        else:
+            k.pivot_root(".", ".")
+            k.umount2(".", K.MNT_DETACH)
+        os.chdir("/")
+        prop = self.plan["rootfs_propagation"]
+        if prop:
+            k.mount(None, "/", None, propagation_flags(prop),
+                    what=f"set rootfs propagation {prop}")
+        if self.plan["root_readonly"]:
+            k.mount_setattr(K.AT_FDCWD, "/", 0, K.MOUNT_ATTR_RDONLY,
+                            what="make the root read-only")
+
+    def close(self):
+        for fd in (self.rootfd, self.devnull):
+            if fd >= 0:
+                os.close(fd)
+        self.rootfd = self.devnull = -1

@@ -1,0 +1,179 @@
+"""The state directory: ``<root>/<id>/`` holds state.json, exec.fifo and a lock.
+
+state.json is written atomically (write a temporary file, then rename).  CLI calls
+on one container are serialised by an exclusive flock on the container directory.
+The container's status is derived, not stored: the init's pid plus its start time
+(field 22 of /proc/<pid>/stat) identify it even if the pid is reused.
+"""
+
+import os
+
+from .errors import HutchError, NotFound
+
+STATE_FILE = "state.json"
+FIFO = "exec.fifo"
+_ID_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_+-.")
+
+
+def default_root():
+    if os.geteuid() == 0:
+        return "/run/hutch"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return os.path.join(xdg, "hutch")
+    return f"/tmp/hutch-{os.geteuid()}"
+
+
+def validate_id(cid):
+    if not cid:
+        raise HutchError("container id cannot be empty")
+    if cid in (".", "..") or len(cid) > 1024 or not set(cid) <= _ID_CHARS:
+        raise HutchError(f"invalid container id format: {cid!r} (allowed: letters, "
+                         "digits, and _ + - .)")
+    return cid
+
+
+def proc_stat(pid):
+    """(state letter, start time in clock ticks) of a pid, or None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    fields = data[data.rindex(b")") + 2:].split()
+    return fields[0].decode(), int(fields[19])
+
+
+def now_rfc3339():
+    import time
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
+        f".{int((t % 1) * 1e9):09d}Z"
+
+
+class ContainerDir:
+    """One container's directory under the state root."""
+
+    def __init__(self, root, cid):
+        self.root = root
+        self.id = cid
+        self.path = os.path.join(root, cid)
+        self._lockfd = None
+        self.data = None
+
+    # --- locking --------------------------------------------------------------
+    def lock(self):
+        import fcntl
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            raise NotFound("container does not exist", 2) from None
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        self._lockfd = fd
+        return self
+
+    @property
+    def lock_fd(self):
+        return self._lockfd
+
+    def unlock(self):
+        if self._lockfd is not None:
+            os.close(self._lockfd)
+            self._lockfd = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.unlock()
+
+    # --- creation and removal -------------------------------------------------
+    def make(self):
+        os.makedirs(self.root, mode=0o711, exist_ok=True)
+        try:
+            os.mkdir(self.path, 0o711)
+        except FileExistsError:
+            raise HutchError(f"container with id exists: {self.id}", 17) from None
+        self.lock()
+
+    def remove(self):
+        import shutil
+        shutil.rmtree(self.path, ignore_errors=True)
+
+    # --- the state file -------------------------------------------------------
+    def load(self):
+        from . import jsonlite
+        try:
+            with open(os.path.join(self.path, STATE_FILE), "rb") as f:
+                self.data = jsonlite.loads(f.read())
+        except FileNotFoundError:
+            raise NotFound("container does not exist", 2) from None
+        except ValueError as e:
+            raise HutchError(f"corrupt state file for {self.id}: {e}") from None
+        return self.data
+
+    def save(self, data=None):
+        from . import jsonlite
+        if data is not None:
+            self.data = data
+        tmp = os.path.join(self.path, f".{STATE_FILE}.tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, jsonlite.dumps(self.data, compact=True).encode())
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(self.path, STATE_FILE))
+
+    @property
+    def fifo(self):
+        return os.path.join(self.path, FIFO)
+
+    # --- status -----------------------------------------------------------------
+    def status(self):
+        """creating, created, running, paused or stopped."""
+        d = self.data
+        pid = d.get("pid") or 0
+        if d.get("status") == "creating":
+            # holding the lock means the creator is gone: it died part-way
+            return "stopped" if self._lockfd is not None else "creating"
+        if pid <= 0:
+            return "stopped"
+        st = proc_stat(pid)
+        if st is None or st[1] != d.get("starttime") or st[0] in ("Z", "X"):
+            return "stopped"
+        if os.path.exists(self.fifo):
+            return "created"
+        if d.get("cgroup"):
+            from .cgroups import frozen
+            if frozen(d["cgroup"]):
+                return "paused"
+        return "running"
+
+    def oci_state(self):
+        """The state exactly as the runtime-spec defines it."""
+        d = self.data
+        status = self.status()
+        out = {"ociVersion": d.get("ociVersion", ""), "id": self.id, "status": status}
+        if status != "stopped":
+            out["pid"] = d.get("pid", 0)
+        out["bundle"] = d.get("bundle", "")
+        out["annotations"] = d.get("annotations") or {}
+        return out
+
+
+def write_atomic(path, text, mode=0o644):
+    d, b = os.path.split(path)
+    tmp = os.path.join(d or ".", f".{b}.hutch-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
+    try:
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+
+
+def list_ids(root):
+    try:
+        return sorted(e for e in os.listdir(root) if not e.startswith("."))
+    except FileNotFoundError:
+        return []
