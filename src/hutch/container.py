@@ -135,6 +135,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             "no_new_keyring": no_new_keyring, "console_socket": csock,
             "fifo": cdir.fifo, "keep_fds": 3 + nlisten + preserve_fds,
             "loopback": cfg.new_ns("network"), "close_fds": [cdir.lock_fd],
+            "state_dir": cdir.path,
         }
 
         def on_pid(p):

@@ -54,7 +54,18 @@ class Rootfs:
         # shared propagation is applied after pivot_root; before it, slave
         first = prop if not prop & K.MS_SHARED else K.MS_SLAVE | K.MS_REC
         k.mount(None, "/", None, first, what="set propagation of /")
-        k.mount(root, root, None, K.MS_BIND | K.MS_REC, what=f"bind rootfs {root}")
+        if os.path.realpath(root) == "/":
+            # pivot_root cannot stack the host's own root on itself: stage it on a
+            # private tmpfs over the state directory (invisible outside this namespace)
+            stage = self.plan["state_dir"]
+            k.mount("tmpfs", stage, "tmpfs", K.MS_NOSUID | K.MS_NODEV, "mode=700",
+                    what="mount a staging tmpfs")
+            target = os.path.join(stage, "root")
+            os.mkdir(target, 0o755)
+            k.mount("/", target, None, K.MS_BIND | K.MS_REC, what="bind the host's root")
+            root = target
+        else:
+            k.mount(root, root, None, K.MS_BIND | K.MS_REC, what=f"bind rootfs {root}")
         self.rootfd = os.open(root, O_PATH | os.O_DIRECTORY)
         # the host's /dev/null, checked, for masking files (CVE-2025-31133 class)
         self.devnull = os.open("/dev/null", O_PATH)

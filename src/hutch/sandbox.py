@@ -1,0 +1,89 @@
+"""The front door: run a command in a throw-away container, no image needed.
+
+By default the container's root is the host's own filesystem, read-only, with
+private /tmp, /proc, /dev and /run, and new pid, ipc, uts, mount and network
+namespaces (loopback only).  Usable as a library::
+
+    from hutch.sandbox import Sandbox
+    code = Sandbox(["echo", "hi"], binds=[("/data", "/data", True)]).run()
+"""
+
+import os
+
+from .spec.config import parse_config
+from .spec.defaults import MASKED, READONLY
+
+ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class Sandbox:
+    def __init__(self, args, rootfs=None, binds=(), hostname="sandbox", env=(),
+                 cwd=None, root=None):
+        self.args = list(args)
+        self.rootfs = os.path.abspath(rootfs) if rootfs else "/"
+        self.binds = list(binds)        # (source, destination, readonly)
+        self.hostname = hostname
+        self.env = list(env)
+        self.cwd = cwd
+        self.root = root
+
+    def config(self):
+        env = [ENV_PATH, "TERM=" + os.environ.get("TERM", "xterm")]
+        keys = {e.split("=", 1)[0] for e in self.env}
+        env = [e for e in env if e.split("=", 1)[0] not in keys] + self.env
+        cwd = self.cwd
+        if cwd is None:
+            here = os.getcwd()
+            cwd = here if self.rootfs == "/" else "/"
+        mounts = [
+            {"destination": "/proc", "type": "proc", "source": "proc",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
+             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666",
+                         "mode=0620"]},
+            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
+             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
+            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
+             "options": ["nosuid", "noexec", "nodev"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
+             "options": ["nosuid", "noexec", "nodev", "ro"]},
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=755"]},
+        ]
+        for src, dst, ro in self.binds:
+            mounts.append({"destination": dst, "type": "bind",
+                           "source": os.path.abspath(src),
+                           "options": ["rbind", "nosuid", "nodev"] +
+                                      (["ro"] if ro else [])})
+        caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
+                "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETUID",
+                "CAP_SETGID", "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT"]
+        return {
+            "ociVersion": "1.2.0",
+            "process": {"terminal": False, "user": {"uid": 0, "gid": 0},
+                        "args": self.args, "env": env, "cwd": cwd,
+                        "capabilities": {k: caps for k in
+                                         ("bounding", "effective", "permitted")},
+                        "noNewPrivileges": True},
+            "root": {"path": self.rootfs, "readonly": True},
+            "hostname": self.hostname,
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [{"type": t} for t in
+                               ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+                "maskedPaths": MASKED, "readonlyPaths": READONLY,
+            },
+        }
+
+    def run(self):
+        """Runs the command; returns its exit status (128+N for signal N)."""
+        from . import runner
+        from .state import default_root
+        root = self.root or default_root()
+        cid = f"sandbox-{os.getpid()}-{os.urandom(3).hex()}"
+        cfg = parse_config(self.config(), "sandbox")
+        return runner.run(root, cid, "/", cfg=cfg)
