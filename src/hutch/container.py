@@ -111,6 +111,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         mgr.create()
         state["cgroup"] = mgr.to_state()
         cdir.save()
+        mgr.apply(cfg.resources)
         join = open_join_fds(cfg.namespaces)
         if console_socket:
             csock = _connect(console_socket)
@@ -133,7 +134,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             "uid_mappings": cfg.uid_mappings, "gid_mappings": cfg.gid_mappings,
             "process": proc, "hooks": hooks_to_plain(cfg.hooks), "no_pivot": no_pivot,
             "no_new_keyring": no_new_keyring, "console_socket": csock,
-            "fifo": cdir.fifo, "keep_fds": 3 + nlisten + preserve_fds,
+            "fifo_fd": os.open(cdir.fifo, os.O_PATH | os.O_CLOEXEC), "keep_fds": 3 + nlisten + preserve_fds,
             "loopback": cfg.new_ns("network"), "close_fds": [cdir.lock_fd],
             "state_dir": cdir.path,
         }

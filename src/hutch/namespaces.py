@@ -12,7 +12,7 @@ Order, as the kernel needs it:
 import os
 
 from .errors import HutchError
-from .spec.config import NAMESPACES, NS_PROC_NAME
+from .spec.config import NAMESPACES
 
 JOIN_ORDER = ("user", "mount", "pid", "network", "ipc", "uts", "cgroup", "time")
 
@@ -78,14 +78,19 @@ def open_join_fds(namespaces):
     return out
 
 
+NS_GET_NSTYPE = 0xB703
+
+
 def _check_ns_type(t, fd, path):
+    import fcntl
     try:
-        link = os.readlink(f"/proc/self/fd/{fd}")
+        got = fcntl.ioctl(fd, NS_GET_NSTYPE)
     except OSError:
-        return
-    want = NS_PROC_NAME[t]
-    if not link.startswith(want + ":["):
-        raise HutchError(f"{path} is not a {t} namespace (it is {link})", 22)
+        raise HutchError(f"{path} is not a namespace file", 22) from None
+    if got != NAMESPACES[t]:
+        names = {v: k for k, v in NAMESPACES.items()}
+        raise HutchError(f"{path} is not a {t} namespace (it is a "
+                         f"{names.get(got, hex(got))} namespace)", 22)
 
 
 def id_map_text(mappings):

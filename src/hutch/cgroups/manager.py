@@ -65,6 +65,32 @@ class Manager:
                 raise HutchError(f"create cgroup {d}: {e.strerror}", e.errno) from None
             self.created.append(d)
 
+    def apply(self, resources):
+        """Applies linux.resources.  This version handles the device list (v1);
+        every other key gets a clear refusal rather than being ignored."""
+        if not resources:
+            return
+        for key, val in resources.items():
+            if key == "devices" or not val:
+                continue
+            raise HutchError(f"linux.resources.{key}: resource limits are not supported "
+                             "by this version of hutch yet", 95)
+        devices = resources.get("devices") or []
+        if not isinstance(devices, list):
+            raise HutchError("linux.resources.devices: expected a list")
+        dev = [p for k, p in self.paths.items() if "devices" in k.split(",")]
+        if dev:
+            from .v1 import apply_devices
+            try:
+                apply_devices(dev[0], devices)
+            except OSError as e:
+                raise HutchError(f"apply the device rules to {dev[0]}: {e.strerror}",
+                                 e.errno) from None
+        elif devices:
+            raise HutchError("linux.resources.devices: this host has no v1 devices "
+                             "controller, and the cgroup v2 device filter is not "
+                             "supported by this version of hutch yet", 95)
+
     def add(self, pid):
         for key, path in self.paths.items():
             try:

@@ -45,3 +45,31 @@ def set_frozen(path, on, timeout):
                 f.write("THAWED")
             raise HutchError(f"freezer {path} did not reach {want} (stuck in {cur})", 16)
         time.sleep(0.001)
+
+
+# what every container may use, whatever its device list says (as runc allows)
+DEFAULT_ALLOW = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",
+                 "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm", "c 136:* rwm", "c 10:200 rwm")
+
+
+def device_rule(d):
+    t = d.get("type") or "a"
+    major = d.get("major")
+    minor = d.get("minor")
+    if t == "a":
+        return "a"
+    return (f"{t} {'*' if major is None or major == -1 else major}:"
+            f"{'*' if minor is None or minor == -1 else minor} {d.get('access') or 'rwm'}")
+
+
+def apply_devices(path, rules):
+    """Applies linux.resources.devices in order, then the defaults every container
+    needs.  The cgroup starts from deny-all."""
+    def w(name, val):
+        with open(f"{path}/{name}", "w") as f:
+            f.write(val)
+    w("devices.deny", "a")
+    for d in rules:
+        w("devices.allow" if d.get("allow") else "devices.deny", device_rule(d))
+    for r in DEFAULT_ALLOW:
+        w("devices.allow", r)

@@ -103,7 +103,7 @@ def stage2(plan, sock):
     if proc["oom_score_adj"] is not None:
         with open("/proc/self/oom_score_adj", "w") as f:
             f.write(str(proc["oom_score_adj"]))
-    fifo_fd = os.open(plan["fifo"], os.O_PATH | os.O_CLOEXEC)
+    fifo_fd = plan["fifo_fd"]
     hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     rf = None
     if plan["new_mountns"]:
@@ -153,7 +153,16 @@ def stage2(plan, sock):
     channel.send(sock, {"t": "ready"})
     os.close(sock)
     # wait for `hutch start`: opening the fifo for writing blocks until it reads
-    wfd = os.open(f"self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC, dir_fd=hostproc)
+    if plan["userns"]:
+        # a non-dumpable task's /proc/self/fd belongs to the host's root, which the
+        # container's root is not; the user namespace already keeps it from the host
+        k.prctl(K.PR_SET_DUMPABLE, 1, what="make the init dumpable")
+    try:
+        wfd = os.open(f"self/fd/{fifo_fd}", os.O_WRONLY | os.O_CLOEXEC,
+                      dir_fd=hostproc)
+    except OSError as e:
+        os.write(2, f"hutch: container init: open exec.fifo: {e.strerror}\n".encode())
+        os._exit(1)
     os.close(fifo_fd)
     os.close(hostproc)
     if wfd < plan["keep_fds"]:

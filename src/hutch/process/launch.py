@@ -34,6 +34,7 @@ def spawn(plan, on_pid, cgroup, hooks_state):
         os.close(fd)
     if plan["console_socket"] >= 0:
         os.close(plan["console_socket"])
+    os.close(plan["fifo_fd"])
     c2 = None
     try:
         while True:
