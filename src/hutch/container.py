@@ -105,6 +105,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     try:
         cdir.save(state)
         os.mkfifo(cdir.fifo, 0o622)
+        os.chmod(cdir.fifo, 0o622)     # past the umask: a user-namespace root writes it
         mgr = Manager.for_container(cid, cfg.cgroups_path)
         state["cgroup"] = mgr.to_state()
         cdir.save()

@@ -81,9 +81,8 @@ def test_no_fd_leaks_and_preserved_fds(bundle):
     cid = b.new_id()
     cmd = RUNTIME + ["--root", b.root, "run", "--preserve-fds", "1", "--bundle", b.dir,
                      cid]
-    p = subprocess.run(["sh", "-c", f'exec 3>&{w} {w}>&-; exec "$@"', "sh"] + cmd,
-                       pass_fds=(w,), capture_output=True, timeout=30,
-                       stdin=subprocess.DEVNULL)
+    p = subprocess.run(cmd, preexec_fn=lambda: os.dup2(w, 3), pass_fds=(3,),
+                       capture_output=True, timeout=30, stdin=subprocess.DEVNULL)
     os.close(w)
     assert p.returncode == 0, p.stderr
     assert os.read(r, 100) == b"through-fd3\n"
