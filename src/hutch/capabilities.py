@@ -64,7 +64,7 @@ def check_available(caps, available_bounding):
                          "granted it", 1)
 
 
-def current_bounding(k):
+def current_bounding():
     """Reads hutch's own bounding set."""
     with open("/proc/self/status") as f:
         for line in f:

@@ -44,9 +44,8 @@ def validate(cfg):
                           "namespace")
     check_sysctls(cfg.sysctl, {t for t, p in cfg.namespaces.items() if not p})
     if cfg.process.capabilities:
-        k = None
         capabilities.check_available(cfg.process.capabilities,
-                                     capabilities.current_bounding(k))
+                                     capabilities.current_bounding())
     if cfg.seccomp is not None:
         raise ConfigError("config.json: linux.seccomp: seccomp filters are not supported "
                           "by this version of hutch yet; remove the seccomp section", 95)
@@ -233,7 +232,6 @@ def load(root, cid, lock=True):
 def start(root, cid):
     import select
     from . import hooks
-    from .state import FIFO  # noqa: F401
     cdir = load(root, cid)
     with cdir:
         status = cdir.status()

@@ -11,7 +11,7 @@ namespaces (loopback only).  Usable as a library::
 import os
 
 from .spec.config import parse_config
-from .spec.defaults import MASKED, READONLY
+from .spec.defaults import MASKED, READONLY, default_mounts
 
 ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
@@ -35,20 +35,8 @@ class Sandbox:
         if cwd is None:
             here = os.getcwd()
             cwd = here if self.rootfs == "/" else "/"
-        mounts = [
-            {"destination": "/proc", "type": "proc", "source": "proc",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs",
-             "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
-            {"destination": "/dev/pts", "type": "devpts", "source": "devpts",
-             "options": ["nosuid", "noexec", "newinstance", "ptmxmode=0666",
-                         "mode=0620"]},
-            {"destination": "/dev/shm", "type": "tmpfs", "source": "shm",
-             "options": ["nosuid", "noexec", "nodev", "mode=1777", "size=65536k"]},
-            {"destination": "/dev/mqueue", "type": "mqueue", "source": "mqueue",
-             "options": ["nosuid", "noexec", "nodev"]},
-            {"destination": "/sys", "type": "sysfs", "source": "sysfs",
-             "options": ["nosuid", "noexec", "nodev", "ro"]},
+        # the spec's default mounts (no cgroup mount), plus private /tmp and /run
+        mounts = [m for m in default_mounts() if m["type"] != "cgroup"] + [
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
              "options": ["nosuid", "nodev", "mode=1777"]},
             {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
