@@ -78,18 +78,15 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     from .cgroups.manager import Manager
     from .hooks import hooks_to_plain
     from .namespaces import new_flags, open_join_fds, time_offsets_text
-    from .process import launch
+    from .process import helper, launch
     from .spec.config import load_config
     from . import jsonlite
     validate_id(cid)
     bundle = os.path.abspath(bundle)
     if cfg is None:
         cfg = load_config(bundle)
-    validate(cfg)
-    nlisten = listen_fds()
-    proc = _process_plan(cfg.process)
-    if nlisten:
-        proc["env"] = proc["env"] + [f"LISTEN_FDS={nlisten}", "LISTEN_PID=1"]
+    if cfg.process is None:
+        raise ConfigError("config.json: process: is required")
     cdir = ContainerDir(root, cid)
     cdir.make()
     state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
@@ -98,6 +95,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
              "hooks": hooks_to_plain({k: v for k, v in cfg.hooks.items()
                                       if k in ("poststart", "poststop")})}
     mgr = None
+    h = None
     pid = 0
     join = []
     csock = -1
@@ -111,7 +109,18 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         mgr.create()
         state["cgroup"] = mgr.to_state()
         cdir.save()
+        # the helper that becomes the init joins the cgroups first, while it is
+        # still starting up: the first cgroup migration can wait for an RCU grace
+        # period (up to ~10 ms here), which this overlaps with the helper's start-up.
+        # The host checks come after; a failure rolls all of this back.
+        h = helper.take(close=(cdir.lock_fd,))
+        mgr.add(h.pid)
+        validate(cfg)
         mgr.apply(cfg.resources)
+        nlisten = listen_fds()
+        proc = _process_plan(cfg.process)
+        if nlisten:
+            proc["env"] = proc["env"] + [f"LISTEN_FDS={nlisten}", "LISTEN_PID=1"]
         join = open_join_fds(cfg.namespaces)
         if console_socket:
             csock = _connect(console_socket)
@@ -135,7 +144,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             "process": proc, "hooks": hooks_to_plain(cfg.hooks), "no_pivot": no_pivot,
             "no_new_keyring": no_new_keyring, "console_socket": csock,
             "fifo_fd": os.open(cdir.fifo, os.O_PATH | os.O_CLOEXEC), "keep_fds": 3 + nlisten + preserve_fds,
-            "loopback": cfg.new_ns("network"), "close_fds": [cdir.lock_fd],
+            "loopback": cfg.new_ns("network"), 
             "state_dir": cdir.path,
         }
 
@@ -152,13 +161,16 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
                                    "status": "creating", "pid": p, "bundle": bundle,
                                    "annotations": cfg.annotations})
 
-        launch.spawn(plan, on_pid, mgr, hooks_state)
-        join, csock = [], -1
+        join, csock = [], -1      # spawn owns (and closes) the plan's fds now
+        h, helper_h = None, h
+        launch.spawn(plan, helper_h, on_pid, hooks_state)
         state["status"] = "created"
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))
     except BaseException:
+        if h is not None:
+            h.close()
         for _, fd in join:
             os.close(fd)
         if csock >= 0:

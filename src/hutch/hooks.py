@@ -9,7 +9,7 @@ and start hooks) or is only logged (poststart, poststop).
 
 import os
 import select
-import signal
+import _signal as signal
 import time
 
 from .errors import HutchError

@@ -9,7 +9,7 @@ and copies bytes between its own stdio and the container's pty.
 """
 
 import os
-import signal
+import _signal as signal
 
 from . import container
 from .errors import HutchError
@@ -20,7 +20,10 @@ FORWARD = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
 
 def run(root, cid, bundle, detach=False, cfg=None, keep=False, **kw):
     proxy = None
-    want_tty = _wants_terminal(bundle, cfg)
+    if cfg is None:
+        from .spec.config import load_config
+        cfg = load_config(os.path.abspath(bundle))
+    want_tty = bool(cfg.process and cfg.process.terminal)
     if want_tty and not kw.get("console_socket"):
         if detach:
             raise HutchError("cannot allocate a tty when hutch detaches without "
@@ -77,23 +80,19 @@ def _forward(pidfd, n):
         pass
 
 
-def _wants_terminal(bundle, cfg):
-    if cfg is None:
-        from .spec.config import load_config
-        cfg = load_config(os.path.abspath(bundle))
-    return bool(cfg.process and cfg.process.terminal)
-
-
 def _recv_master(sock_fd):
     import _socket
-    import array
+    from .process.channel import unpack_fds
     s = _socket.socket(fileno=sock_fd)
     try:
-        fds = array.array("i")
-        _msg, anc, _flags, _addr = s.recvmsg(1024, _socket.CMSG_SPACE(4))
+        fds = []
+        _msg, anc, _flags, _addr = s.recvmsg(1024, _socket.CMSG_SPACE(4),
+                                             _socket.MSG_CMSG_CLOEXEC)
         for level, typ, data in anc:
             if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
-                fds.frombytes(data[:4])
+                fds += unpack_fds(data)
+        for extra in fds[1:]:
+            os.close(extra)
         if not fds:
             raise HutchError("the container did not send its terminal")
         return fds[0]

@@ -344,6 +344,33 @@ def test_interpreter_cannot_be_overwritten(bundle):
     os.chmod(att, 0o755)
     cfg = base_config(["/attack"])
     m(cfg)
+    backup = bundle.dir + "/runtime-binary.bak"
+    __import__("shutil").copy2(exe, backup)
     bundle.run(cfg, timeout=30)
     with open(exe, "rb") as f:
-        assert hashlib.sha256(f.read()).hexdigest() == before
+        after = hashlib.sha256(f.read()).hexdigest()
+    if after != before:
+        # the defence failed: put the host's binary back before failing
+        __import__("shutil").copy2(backup, exe + ".restore")
+        os.replace(exe + ".restore", exe)
+    os.unlink(backup)
+    assert after == before, "the runtime's binary on the host was overwritten"
+
+
+def test_rbind_takes_submounts_and_bind_does_not(bundle, tmp_path):
+    src = tmp_path / "tree"
+    (src / "sub").mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "hutch-test", str(src / "sub")],
+                   check=True)
+    try:
+        (src / "sub" / "inner").write_text("submount")
+
+        def m(c):
+            c["mounts"].append({"destination": "/r", "type": "bind", "source": str(src),
+                                "options": ["rbind", "rprivate"]})
+            c["mounts"].append({"destination": "/b", "type": "bind", "source": str(src),
+                                "options": ["bind"]})
+        o = out(bundle.sh("cat /r/sub/inner; echo; ls -A /b/sub | wc -l", m))
+        assert o.split() == ["submount", "0"]
+    finally:
+        subprocess.run(["umount", str(src / "sub")], check=True)

@@ -118,10 +118,11 @@ def main(argv=None):
         if verb not in VERBS:
             raise args.Usage(f"unknown command {rest[0]!r}; see hutch --help")
         if verb in GUARDED:
-            from ..linux import exeguard
-            exeguard.ensure()
-        import importlib
-        mod = importlib.import_module(f"hutch.cli.{verb}")
+            # start the process that will enter the container now, so that its
+            # interpreter boots while this one reads the config (process/helper.py)
+            from ..process import helper
+            helper.prestart()
+        mod = __import__(f"hutch.cli.{verb}", fromlist=("run",))
         if "--help" in rest[1:2] or "-h" in rest[1:2]:
             sys.stdout.write(mod.__doc__.strip() + "\n")
             return 0
@@ -131,6 +132,10 @@ def main(argv=None):
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        h = sys.modules.get("hutch.process.helper")
+        if h is not None:
+            h.dismiss()
 
 
 def entry():

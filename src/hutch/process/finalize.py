@@ -5,7 +5,7 @@ Shared by the container's init and (later) by `hutch exec`.
 """
 
 import os
-import signal
+import _signal as signal
 import stat
 
 from ..errors import HutchError

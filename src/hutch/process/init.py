@@ -36,21 +36,29 @@ def fail(sock, e):
         os._exit(1)
 
 
+def preload():
+    """Imports everything the container side needs, before the plan arrives (the
+    helper does this while the parent works) and before pivot_root (after it, the
+    host's Python library is out of reach)."""
+    from .. import capabilities, hooks, jsonlite, network, namespaces  # noqa: F401
+    from ..rootfs import setup  # noqa: F401
+    from . import finalize  # noqa: F401
+    import _socket, fcntl, struct  # noqa: F401,E401
+    K._lib()     # ctypes
+
+
 def stage1(plan, sock):
     k = kernel()
-    for fd in plan["close_fds"]:
-        os.close(fd)    # e.g. the state lock: it must not outlive `hutch create`
     try:
         for t, fd in plan["join"]:
             k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
             os.close(fd)
         if plan["new_user"]:
             k.unshare(K.CLONE_NEWUSER)
-        channel.send(sock, {"t": "stage1", "pid": os.getpid()})
-        reply = channel.recv(sock)
-        if reply is None or reply.get("t") != "ok":
-            os._exit(1)
-        if plan["new_user"]:
+            channel.send(sock, {"t": "stage1", "pid": os.getpid()})   # maps, please
+            reply = channel.recv(sock)
+            if reply is None or reply.get("t") != "ok":
+                os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
         if plan["new_flags"]:

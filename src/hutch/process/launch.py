@@ -7,7 +7,7 @@ child subreaper meanwhile, so that a failed init can be reaped and nothing is le
 """
 
 import os
-import signal
+import _signal as signal
 
 from . import channel
 from ..errors import HutchError
@@ -15,28 +15,25 @@ from ..linux import kernel as K
 from ..linux.kernel import kernel
 
 
-def spawn(plan, on_pid, cgroup, hooks_state):
-    """Starts the container's init.  ``on_pid(pid)`` is called as soon as the
-    init's pid is known (the caller records it for crash-safe clean-up);
-    ``hooks_state(pid)`` returns the state JSON for the createRuntime hooks."""
+def spawn(plan, h, on_pid, hooks_state):
+    """Starts the container's init through ``h``, a :class:`helper.Helper` that
+    becomes stage1 (the caller has put it in the container's cgroups already).
+    ``on_pid(pid)`` is called as soon as the init's pid is known (the caller records
+    it for crash-safe clean-up); ``hooks_state(pid)`` returns the state JSON for the
+    createRuntime hooks.  The plan's fds are closed here in every case."""
     from .. import hooks
-    from . import init
+    from . import helper
+    from ..linux import exeguard
     k = kernel()
     k.prctl(K.PR_SET_CHILD_SUBREAPER, 1)
-    psock, csock = channel.socketpair()
-    c1 = os.fork()
-    if c1 == 0:
-        os.close(psock)
-        init.stage1(plan, csock)
-        os._exit(1)
-    os.close(csock)
-    for _, fd in plan["join"]:
-        os.close(fd)
-    if plan["console_socket"] >= 0:
-        os.close(plan["console_socket"])
-    os.close(plan["fifo_fd"])
-    c2 = None
+    exeguard.protect_self()
+    c1, psock, c2 = h.pid, h.sock, None
     try:
+        try:
+            helper.send_plan(h, plan)
+        except OSError:
+            pass    # the helper died early; its error message is read below
+        _close_plan_fds(plan)
         while True:
             msg = channel.recv(psock)
             if msg is None:
@@ -45,12 +42,9 @@ def spawn(plan, on_pid, cgroup, hooks_state):
             t = msg["t"]
             if t == "error":
                 raise HutchError(msg["msg"], msg.get("errno"))
-            if t == "stage1":
-                if plan["new_user"]:
-                    from ..namespaces import write_id_maps
-                    write_id_maps(c1, plan["uid_mappings"], plan["gid_mappings"])
-                if cgroup is not None:
-                    cgroup.add(c1)
+            if t == "stage1":     # only with a new user namespace
+                from ..namespaces import write_id_maps
+                write_id_maps(c1, plan["uid_mappings"], plan["gid_mappings"])
                 channel.send(psock, {"t": "ok"})
             elif t == "pid":
                 c2 = msg["pid"]
@@ -81,6 +75,16 @@ def spawn(plan, on_pid, cgroup, hooks_state):
         raise
     finally:
         os.close(psock)
+
+
+def _close_plan_fds(plan):
+    for _, fd in plan["join"]:
+        os.close(fd)
+    plan["join"] = []
+    for key in ("console_socket", "fifo_fd"):
+        if plan[key] >= 0:
+            os.close(plan[key])
+            plan[key] = -1
 
 
 def _exit_text(c1, c2):
