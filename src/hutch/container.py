@@ -116,7 +116,8 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         h = helper.take(close=(cdir.lock_fd,))
         mgr.add(h.pid)
         validate(cfg)
-        mgr.apply(cfg.resources)
+        mgr.apply(cfg.resources, device_nodes=cfg.devices)
+        state["resources"] = cfg.resources or {}
         nlisten = listen_fds()
         proc = _process_plan(cfg.process)
         if nlisten:
@@ -395,3 +396,88 @@ def _locked(cdir):
         return True
     finally:
         os.close(fd)
+
+
+# --- cgroup verbs: pause, resume, ps, update, events ---------------------------------
+def _running_manager(cdir, verb):
+    from .cgroups.manager import Manager
+    d = cdir.data
+    status = cdir.status()
+    if status == "stopped":
+        raise NotRunning("container not running", 3)
+    if not d.get("cgroup"):
+        raise HutchError(f"cannot {verb}: the container has no cgroup", 95)
+    return Manager.from_state(d["cgroup"]), status
+
+
+def pause(root, cid):
+    cdir = load(root, cid)
+    with cdir:
+        mgr, status = _running_manager(cdir, "pause")
+        if status not in ("running", "created"):
+            raise HutchError(f"cannot pause a {status} container", 22)
+        mgr.freeze(True)
+
+
+def resume(root, cid):
+    cdir = load(root, cid)
+    with cdir:
+        mgr, status = _running_manager(cdir, "resume")
+        if status != "paused":
+            raise HutchError(f"cannot resume a {status} container: it is not paused", 22)
+        mgr.freeze(False)
+
+
+def pids(root, cid):
+    """Every pid in the container's cgroup (host pids)."""
+    cdir = load(root, cid, lock=False)
+    mgr, _ = _running_manager(cdir, "list the processes of")
+    return mgr.pids()
+
+
+def update(root, cid, resources):
+    """Changes linux.resources of a live container; only the values given change.
+    The new values are kept in the state, so `events` and later updates see them."""
+    cdir = load(root, cid)
+    with cdir:
+        mgr, _ = _running_manager(cdir, "update")
+        mgr.apply(resources, update=True)
+        merged = cdir.data.get("resources") or {}
+        for k, v in resources.items():
+            if isinstance(v, dict) and isinstance(merged.get(k), dict):
+                merged[k] = {**merged[k], **v}
+            else:
+                merged[k] = v
+        cdir.data["resources"] = merged
+        cdir.save()
+
+
+def stats(root, cid):
+    """One stats event in runc's shape: {"type": "stats", "id", "data"}."""
+    from .cgroups import stats as S
+    cdir = load(root, cid, lock=False)
+    _running_manager(cdir, "read the stats of")
+    return {"type": "stats", "id": cid, "data": S.collect(cdir.data["cgroup"]["paths"])}
+
+
+def events(root, cid, interval, emit, stats_every=True):
+    """Streams events until the container stops: {"type": "oom"} as soon as an OOM
+    kill is seen (checked every 100 ms), and stats every ``interval`` seconds."""
+    import time
+    from .cgroups import stats as S
+    cdir = load(root, cid, lock=False)
+    _running_manager(cdir, "watch the events of")
+    paths = cdir.data["cgroup"]["paths"]
+    ooms = S.oom_kills(paths)
+    next_stats = time.monotonic()
+    while True:
+        n = S.oom_kills(paths)
+        if n > ooms:
+            emit({"type": "oom", "id": cid, "data": {}})
+            ooms = n
+        if cdir.status() == "stopped":
+            return
+        if stats_every and time.monotonic() >= next_stats:
+            emit({"type": "stats", "id": cid, "data": S.collect(paths)})
+            next_stats = time.monotonic() + interval
+        time.sleep(0.1)

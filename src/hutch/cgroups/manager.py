@@ -13,10 +13,12 @@ from . import hierarchies, layout, own_cgroup, resolve_path
 
 
 class Manager:
-    def __init__(self, paths, created=(), layout_name=""):
+    def __init__(self, paths, created=(), layout_name="", mountpoints=None):
         self.paths = dict(paths)        # key -> absolute cgroup directory
         self.created = list(created)    # directories hutch made, deepest last
         self.layout = layout_name
+        self.mountpoints = dict(mountpoints or {})   # key -> hierarchy mountpoint
+        self.v2_devices = None      # the v2 device filter loader (tests replace it)
 
     # --- construction ------------------------------------------------------------
     @classmethod
@@ -33,14 +35,16 @@ class Manager:
             if h.root != "/" and base.startswith(h.root):
                 base = base[len(h.root):] or "/"
             paths[h.key] = h.mountpoint.rstrip("/") + base
-        return cls(paths, (), layout(hs))
+        return cls(paths, (), layout(hs), {h.key: h.mountpoint for h in hs})
 
     @classmethod
     def from_state(cls, info):
-        return cls(info.get("paths", {}), info.get("created", ()), info.get("layout", ""))
+        return cls(info.get("paths", {}), info.get("created", ()), info.get("layout", ""),
+                   info.get("mountpoints"))
 
     def to_state(self):
-        return {"paths": self.paths, "created": self.created, "layout": self.layout}
+        return {"paths": self.paths, "created": self.created, "layout": self.layout,
+                "mountpoints": self.mountpoints}
 
     # --- lifecycle ------------------------------------------------------------------
     def create(self):
@@ -65,19 +69,56 @@ class Manager:
                 raise HutchError(f"create cgroup {d}: {e.strerror}", e.errno) from None
             self.created.append(d)
 
-    def apply(self, resources):
-        """Applies linux.resources.  This version handles the device list (v1);
-        every other key gets a clear refusal rather than being ignored."""
-        if not resources:
+    def v1_controllers(self):
+        return {c for k in self.paths if k != "unified" for c in k.split(",")
+                if not c.startswith("name=")}
+
+    def v2_controllers(self):
+        """Controllers the container's v2 cgroup can have: those the hierarchy's
+        root delegates (hutch never writes the host's root cgroup)."""
+        u = self.paths.get("unified")
+        if not u:
+            return None
+        root = self._v2_root()
+        try:
+            with open(os.path.join(root, "cgroup.subtree_control")) as f:
+                return set(f.read().split())
+        except OSError:
+            return set()
+
+    def _v2_root(self):
+        if not self.mountpoints.get("unified"):
+            from . import hierarchies
+            for h in hierarchies():
+                if h.version == 2:
+                    self.mountpoints["unified"] = h.mountpoint
+        return self.mountpoints.get("unified") or "/sys/fs/cgroup"
+
+    def apply(self, resources, update=False, device_nodes=()):
+        """Applies linux.resources (all of it: see :mod:`hutch.cgroups.resources`).
+        With ``update``, only the values given are changed.  ``device_nodes`` are
+        the config's linux.devices (path, type, major, minor, ...): the container
+        may use them, as runc allows."""
+        resources = resources or {}
+        from .resources import plan
+        writes = plan(resources, self.v1_controllers(), self.v2_controllers())
+        if update:
+            self._keep_swap_ratio(writes)
+        if any(w.version == 2 for w in writes):
+            self._enable_v2({w.controller for w in writes if w.version == 2} - {"cgroup"})
+        self._write_all(writes)
+        # create always starts the device list from deny-all (plus the defaults every
+        # container gets); update changes it only when given one
+        devices = resources.get("devices")
+        if update and not devices:
             return
-        for key, val in resources.items():
-            if key == "devices" or not val:
-                continue
-            raise HutchError(f"linux.resources.{key}: resource limits are not supported "
-                             "by this version of hutch yet", 95)
-        devices = resources.get("devices") or []
+        devices = list(devices or [])
+        for _path, t, major, minor, *_ in device_nodes:
+            if t in ("c", "b", "u"):
+                devices.append({"allow": True, "type": "c" if t == "u" else t,
+                                "major": major, "minor": minor, "access": "rwm"})
         if not isinstance(devices, list):
-            raise HutchError("linux.resources.devices: expected a list")
+            raise HutchError("linux.resources.devices: expected a list", 22)
         dev = [p for k, p in self.paths.items() if "devices" in k.split(",")]
         if dev:
             from .v1 import apply_devices
@@ -86,10 +127,100 @@ class Manager:
             except OSError as e:
                 raise HutchError(f"apply the device rules to {dev[0]}: {e.strerror}",
                                  e.errno) from None
+        elif "unified" in self.paths:
+            from .devices_bpf import apply_v2
+            (self.v2_devices or apply_v2)(self.paths["unified"], devices)
         elif devices:
-            raise HutchError("linux.resources.devices: this host has no v1 devices "
-                             "controller, and the cgroup v2 device filter is not "
-                             "supported by this version of hutch yet", 95)
+            raise HutchError("linux.resources.devices: this host has neither a v1 "
+                             "devices controller nor cgroup v2", 95)
+
+    def _keep_swap_ratio(self, writes):
+        """v1 update of the memory limit alone: memory+swap may not be below it.
+        If the container had no swap (memsw == limit), keep it so by moving memsw
+        along; otherwise the caller must say what swap it wants."""
+        from .resources import Write
+        files = {w.file: w for w in writes if w.version == 1}
+        lim = files.get("memory.limit_in_bytes")
+        if lim is None or "memory.memsw.limit_in_bytes" in files:
+            return
+        path = self._path_for(lim)
+        try:
+            with open(os.path.join(path, "memory.limit_in_bytes")) as f:
+                cur = int(f.read())
+            with open(os.path.join(path, "memory.memsw.limit_in_bytes")) as f:
+                memsw = int(f.read())
+        except (OSError, ValueError):
+            return
+        new = int(lim.value)
+        if memsw == cur:
+            writes.append(Write("memory", 1, "memory.memsw.limit_in_bytes",
+                                new, "memory.swap"))
+        elif new > memsw or new == -1:
+            raise HutchError(f"linux.resources.memory.limit: {lim.value} is above the "
+                             f"memory+swap limit {memsw}; give --memory-swap too", 22)
+
+    def _path_for(self, w):
+        if w.version == 2:
+            return self.paths["unified"]
+        for key, path in self.paths.items():
+            if key != "unified" and w.controller in key.split(","):
+                return path
+        raise HutchError(f"linux.resources.{w.field}: no {w.controller} hierarchy", 95)
+
+    def _write_all(self, writes):
+        pending = list(writes)
+        while pending:
+            w = pending.pop(0)
+            try:
+                self._write(w)
+            except OSError as e:
+                # v1: memory.limit_in_bytes may not exceed memsw; raise memsw first
+                later = [x for x in pending if x.file == "memory.memsw.limit_in_bytes"]
+                if w.file == "memory.limit_in_bytes" and e.errno == 22 and later:
+                    pending.remove(later[0])
+                    pending[:0] = [later[0], w]
+                    continue
+                path = os.path.join(self._path_for(w), w.file)
+                hint = ""
+                if e.errno == 2:
+                    hint = " (this kernel does not have that file)"
+                    if w.file.startswith("memory.kmem"):
+                        hint = " (kernel memory accounting limits are gone from this kernel)"
+                raise HutchError(f"linux.resources.{w.field}: write {w.value!r} to {path}: "
+                                 f"{e.strerror}{hint}", e.errno) from None
+
+    def _write(self, w):
+        path = os.path.join(self._path_for(w), w.file)
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, w.value.encode())
+        finally:
+            os.close(fd)
+
+    def _enable_v2(self, ctrls):
+        """Enables controllers in cgroup.subtree_control of the container's v2
+        ancestors, below the hierarchy's root (which hutch never writes)."""
+        if not ctrls:
+            return
+        root = self._v2_root().rstrip("/")
+        path = self.paths["unified"]
+        ancestors = []
+        p = os.path.dirname(path)
+        while len(p) > len(root) and p.startswith(root + "/"):
+            ancestors.append(p)
+            p = os.path.dirname(p)
+        for a in reversed(ancestors):
+            f = os.path.join(a, "cgroup.subtree_control")
+            try:
+                with open(f) as fh:
+                    have = set(fh.read().split())
+                need = sorted(ctrls - have)
+                if need:
+                    with open(f, "w") as fh:
+                        fh.write(" ".join("+" + c for c in need))
+            except OSError as e:
+                raise HutchError(f"enable {', '.join(sorted(ctrls))} in {f}: {e.strerror}",
+                                 e.errno) from None
 
     def add(self, pid):
         for key, path in self.paths.items():

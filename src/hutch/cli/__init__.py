@@ -8,7 +8,7 @@ import sys
 from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
-         "features", "sandbox")
+         "features", "sandbox", "pause", "resume", "ps", "update", "events")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = ("create", "run", "sandbox")
 
@@ -32,6 +32,11 @@ commands:
   kill      send a signal to a container's init (or --all processes)
   delete    delete a container and everything hutch made for it
   list      list containers
+  pause     freeze every process of a container
+  resume    thaw a paused container
+  ps        list the processes in a container's cgroup
+  update    change a running container's resource limits
+  events    print stats (--stats) or stream OOM and stats events
   spec      write a starter config.json
   features  print the OCI features hutch supports
   sandbox   run a command in a throw-away container (no image needed)

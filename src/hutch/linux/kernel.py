@@ -92,10 +92,10 @@ CLOSE_RANGE_CLOEXEC = 4
 _MACHINE = os.uname().machine
 if _MACHINE == "x86_64":
     NR = dict(pivot_root=155, capget=125, capset=126, seccomp=317, execveat=322,
-              keyctl=250)
+              keyctl=250, bpf=321)
 elif _MACHINE in ("aarch64", "arm64", "riscv64"):
     NR = dict(pivot_root=41, capget=90, capset=91, seccomp=277, execveat=281,
-              keyctl=219)
+              keyctl=219, bpf=280)
 else:  # pragma: no cover - other architectures are not supported yet
     raise ImportError(f"hutch: unsupported architecture {_MACHINE}")
 NR.update(pidfd_send_signal=424, open_tree=428, move_mount=429, fsopen=430,
@@ -251,6 +251,12 @@ class Kernel:
     def join_session_keyring(self, name=None):
         # KEYCTL_JOIN_SESSION_KEYRING = 1
         _check(self.syscall("keyctl", 1, _b(name)), "keyctl join session keyring")
+
+    def bpf(self, cmd, attr, what="bpf"):
+        """bpf(2) with ``attr`` a bytes-like union bpf_attr; returns the result."""
+        import ctypes
+        buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+        return _check(self.syscall("bpf", cmd, buf, len(attr)), what)
 
     def seccomp_set_filter(self, prog_bytes, flags=0):
         import ctypes

@@ -1,0 +1,12 @@
+"""hutch resume ID
+
+Thaw a paused container.  Returns once every process runs again."""
+
+from . import args
+
+
+def run(g, argv):
+    from .. import container
+    _, pos = args.parse(argv, {}, "resume")
+    container.resume(g.root, args.one_id(pos, "resume"))
+    return 0
