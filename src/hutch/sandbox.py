@@ -33,8 +33,12 @@ class Sandbox:
         env = [e for e in env if e.split("=", 1)[0] not in keys] + self.env
         cwd = self.cwd
         if cwd is None:
+            # the caller's directory, when the sandbox shows the host's copy of it:
+            # /tmp, /run, /dev and /proc are private inside, so their paths are not
             here = os.getcwd()
-            cwd = here if self.rootfs == "/" else "/"
+            private = ("/tmp", "/run", "/dev", "/proc", "/sys")
+            shared = not any(here == p or here.startswith(p + "/") for p in private)
+            cwd = here if self.rootfs == "/" and shared else "/"
         # the spec's default mounts (no cgroup mount), plus private /tmp and /run
         mounts = [m for m in default_mounts() if m["type"] != "cgroup"] + [
             {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
