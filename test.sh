@@ -3,4 +3,6 @@
 # tests (root, real namespaces and cgroups).  Run ./setup.sh once first.
 set -eu
 cd "$(dirname "$0")"
-exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@" tests
+# pytest runs pyproject's testpaths (tests/) unless paths are given:
+#   ./test.sh tests/conformance -x
+exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

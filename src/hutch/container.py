@@ -85,8 +85,6 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     bundle = os.path.abspath(bundle)
     if cfg is None:
         cfg = load_config(bundle)
-    if cfg.process is None:
-        raise ConfigError("config.json: process: is required")
     cdir = ContainerDir(root, cid)
     cdir.make()
     state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
@@ -117,7 +115,6 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         mgr.add(h.pid)
         validate(cfg)
         mgr.apply(cfg.resources, device_nodes=cfg.devices)
-        state["resources"] = cfg.resources or {}
         nlisten = listen_fds()
         proc = _process_plan(cfg.process)
         if nlisten:
@@ -436,20 +433,12 @@ def pids(root, cid):
 
 
 def update(root, cid, resources):
-    """Changes linux.resources of a live container; only the values given change.
-    The new values are kept in the state, so `events` and later updates see them."""
+    """Changes linux.resources of a live container; only the values given change
+    (the cgroup files themselves are the record of what is in force)."""
     cdir = load(root, cid)
     with cdir:
         mgr, _ = _running_manager(cdir, "update")
         mgr.apply(resources, update=True)
-        merged = cdir.data.get("resources") or {}
-        for k, v in resources.items():
-            if isinstance(v, dict) and isinstance(merged.get(k), dict):
-                merged[k] = {**merged[k], **v}
-            else:
-                merged[k] = v
-        cdir.data["resources"] = merged
-        cdir.save()
 
 
 def stats(root, cid):

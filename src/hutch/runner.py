@@ -81,23 +81,13 @@ def _forward(pidfd, n):
 
 
 def _recv_master(sock_fd):
-    import _socket
-    from .process.channel import unpack_fds
-    s = _socket.socket(fileno=sock_fd)
+    from .process.channel import recv_fds
     try:
-        fds = []
-        _msg, anc, _flags, _addr = s.recvmsg(1024, _socket.CMSG_SPACE(4),
-                                             _socket.MSG_CMSG_CLOEXEC)
-        for level, typ, data in anc:
-            if level == _socket.SOL_SOCKET and typ == _socket.SCM_RIGHTS:
-                fds += unpack_fds(data)
-        for extra in fds[1:]:
-            os.close(extra)
-        if not fds:
-            raise HutchError("the container did not send its terminal")
-        return fds[0]
+        return recv_fds(sock_fd, 1, bufsize=1024)[0]
+    except OSError:
+        raise HutchError("the container did not send its terminal") from None
     finally:
-        s.close()
+        os.close(sock_fd)
 
 
 def _copy_tty(master, pidfd):

@@ -2,6 +2,7 @@
 namespaces and clean-up.  Each container gets a top-level cgroup of its own
 (/hutch-t-<id>), so that what remains afterwards can be checked exactly."""
 
+import contextlib
 import glob
 import json
 import os
@@ -42,6 +43,17 @@ def _detached(b, cfg, cid):
     p = b.rt("run", "-d", "--bundle", b.dir, cid)
     assert p.returncode == 0, p.stderr
     return p
+
+
+@contextlib.contextmanager
+def _running(b, cfg, cid):
+    """A detached container, force-deleted afterwards; then nothing may remain."""
+    _detached(b, cfg, cid)
+    try:
+        yield
+    finally:
+        b.rt("delete", "--force", cid)
+    assert not _leftovers(cid)
 
 
 def _wait_stopped(b, cid, timeout=20):
@@ -113,17 +125,13 @@ def test_cpu_quota_limits_a_busy_loop(bundle):
     cid = b.new_id()
     cfg = _cfg(["sh", "-c", "while :; do :; done"], cid,
                {"cpu": {"quota": 20000, "period": 100000}})
-    _detached(b, cfg, cid)
-    try:
+    with _running(b, cfg, cid):
         time.sleep(0.5)
         u0, t0 = int(_v1("cpuacct", cid, "cpuacct.usage")), time.monotonic()
         time.sleep(2)
         u1, t1 = int(_v1("cpuacct", cid, "cpuacct.usage")), time.monotonic()
         share = (u1 - u0) / 1e9 / (t1 - t0)
         assert 0.1 <= share <= 0.3, share
-    finally:
-        b.rt("delete", "--force", cid)
-    assert not _leftovers(cid)
 
 
 def test_pause_stops_a_counter_and_resume_continues_it(bundle):
@@ -131,7 +139,6 @@ def test_pause_stops_a_counter_and_resume_continues_it(bundle):
     cid = b.new_id()
     cfg = _cfg(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /count; "
                 "sleep 0.02; done"], cid)
-    _detached(b, cfg, cid)
     count = os.path.join(b.rootfs, "count")
 
     def read():
@@ -145,7 +152,7 @@ def test_pause_stops_a_counter_and_resume_continues_it(bundle):
                 pass
             time.sleep(0.02)
         raise AssertionError("no counter")
-    try:
+    with _running(b, cfg, cid):
         read()
         assert b.rt("pause", cid).returncode == 0
         assert json.loads(b.rt("state", cid).stdout)["status"] == "paused"
@@ -156,17 +163,13 @@ def test_pause_stops_a_counter_and_resume_continues_it(bundle):
         assert json.loads(b.rt("state", cid).stdout)["status"] == "running"
         time.sleep(0.4)
         assert read() > a
-    finally:
-        b.rt("delete", "--force", cid)
-    assert not _leftovers(cid)
 
 
 def test_update_raises_memory_limit_live(bundle):
     b = bundle
     cid = b.new_id()
     cfg = _cfg(["sleep", "30"], cid, {"memory": {"limit": 64 << 20}})
-    _detached(b, cfg, cid)
-    try:
+    with _running(b, cfg, cid):
         assert int(_v1("memory", cid, "memory.limit_in_bytes")) == 64 << 20
         p = b.rt("update", "--memory", "100m", "--pids-limit", "33", cid)
         assert p.returncode == 0, p.stderr
@@ -175,17 +178,13 @@ def test_update_raises_memory_limit_live(bundle):
         p = b.rt("update", "-r", "-", cid, input=json.dumps({"cpu": {"shares": 256}}))
         assert p.returncode == 0, p.stderr
         assert _v1("cpu", cid, "cpu.shares") == "256"
-    finally:
-        b.rt("delete", "--force", cid)
-    assert not _leftovers(cid)
 
 
 def test_ps_and_stats(bundle):
     b = bundle
     cid = b.new_id()
     cfg = _cfg(["sh", "-c", "sleep 30 & sleep 30 & wait"], cid, {"pids": {"limit": 10}})
-    _detached(b, cfg, cid)
-    try:
+    with _running(b, cfg, cid):
         time.sleep(0.3)
         p = b.rt("ps", "--format", "json", cid)
         assert p.returncode == 0, p.stderr
@@ -198,9 +197,6 @@ def test_ps_and_stats(bundle):
         assert st["type"] == "stats" and st["id"] == cid
         assert st["data"]["pids"] == {"current": 3, "limit": 10}
         assert st["data"]["memory"]["usage"]["usage"] > 0
-    finally:
-        b.rt("delete", "--force", cid)
-    assert not _leftovers(cid)
 
 
 @pytest.mark.parametrize("cgroupns", [False, True])
@@ -230,7 +226,10 @@ def test_kill_all_reaches_every_process(bundle):
     _wait_stopped(b, cid)
     time.sleep(0.2)
     for pid in pids:
-        assert not os.path.exists(f"/proc/{pid}") or \
-            open(f"/proc/{pid}/stat").read().split()[2] == "Z"
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                assert f.read().split()[2] == "Z"
+        except FileNotFoundError:
+            pass
     assert b.rt("delete", cid).returncode == 0
     assert not _leftovers(cid)

@@ -50,14 +50,16 @@ def test_console_socket_sends_a_working_pty(bundle, tmp_path):
         conn.close()
         assert len(fds) == 1
         master = fds[0]
-        assert os.isatty(master)
-        assert b.rt("start", cid).returncode == 0
-        out = _read_until(master, b"stdio-is-a-tty")
-        assert b"/dev/pts/" in out and b"stdio-is-a-tty" in out, out
-        os.write(master, b"hello\n")
-        out = _read_until(master, b"got:hello")
-        assert b"got:hello" in out, out
-        os.close(master)
+        try:
+            assert os.isatty(master)
+            assert b.rt("start", cid).returncode == 0
+            out = _read_until(master, b"stdio-is-a-tty")
+            assert b"/dev/pts/" in out and b"stdio-is-a-tty" in out, out
+            os.write(master, b"hello\n")
+            out = _read_until(master, b"got:hello")
+            assert b"got:hello" in out, out
+        finally:
+            os.close(master)
     finally:
         srv.close()
 

@@ -152,9 +152,9 @@ def attached(cgroup_fd):
     import ctypes
     from ..linux.kernel import kernel
     ids = (ctypes.c_uint32 * 64)()
-    attr = bytearray(struct.pack("<IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
-                                 ctypes.addressof(ids), 64).ljust(64, b"\0"))
-    buf = ctypes.create_string_buffer(bytes(attr), len(attr))
+    attr = struct.pack("<IIIIQI", cgroup_fd, BPF_CGROUP_DEVICE, 0, 0,
+                       ctypes.addressof(ids), 64).ljust(64, b"\0")
+    buf = ctypes.create_string_buffer(attr, len(attr))      # the kernel writes prog_cnt
     r = kernel().syscall("bpf", BPF_PROG_QUERY, buf, len(attr))
     if r < 0:
         return []

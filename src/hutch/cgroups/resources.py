@@ -66,11 +66,6 @@ def _max(v):
     return "max" if v is None or v < 0 else v
 
 
-def _set(d, key):
-    v = d.get(key)
-    return v is not None
-
-
 class Planner:
     """Where each controller lives: ``v1`` = set of v1 controller names,
     ``v2`` = controllers enabled for the container's v2 cgroup (or None when there
@@ -91,6 +86,12 @@ class Planner:
     def w(self, ctrl, ver, file, value, field):
         self.out.append(Write(ctrl, ver, file, value, field))
 
+    def copy(self, section, d, table):
+        """v1 values written as given: (key, file) pairs; unset or 0 is skipped."""
+        for key, file in table:
+            if d.get(key):
+                self.w(section, 1, file, d[key], f"{section}.{key}")
+
     def missing(self, field, ctrl, why=""):
         raise HutchError(f"linux.resources.{field}: the {ctrl} controller is not "
                          f"available on this host{why}", EOPNOTSUPP)
@@ -106,21 +107,15 @@ class Planner:
         if ver == 0:
             self.missing("memory", "memory")
         limit, swap = m.get("limit"), m.get("swap")
-        if _set(m, "kernel") and m["kernel"] not in (0,):
+        if m.get("kernel"):
             raise HutchError("linux.resources.memory.kernel: kernel memory limits were "
                              "removed from Linux (5.16 deprecated them, 6.x dropped "
                              "them); remove the setting", EOPNOTSUPP)
         if ver == 1:
-            if limit:
-                self.w("memory", 1, "memory.limit_in_bytes", limit, "memory.limit")
-            if swap:
-                self.w("memory", 1, "memory.memsw.limit_in_bytes", swap, "memory.swap")
-            if m.get("reservation"):
-                self.w("memory", 1, "memory.soft_limit_in_bytes", m["reservation"],
-                       "memory.reservation")
-            if m.get("kernelTCP"):
-                self.w("memory", 1, "memory.kmem.tcp.limit_in_bytes", m["kernelTCP"],
-                       "memory.kernelTCP")
+            self.copy("memory", m, (("limit", "memory.limit_in_bytes"),
+                                    ("swap", "memory.memsw.limit_in_bytes"),
+                                    ("reservation", "memory.soft_limit_in_bytes"),
+                                    ("kernelTCP", "memory.kmem.tcp.limit_in_bytes")))
             if m.get("swappiness") is not None:
                 if not 0 <= m["swappiness"] <= 100:
                     raise HutchError("linux.resources.memory.swappiness: must be 0..100, "
@@ -161,23 +156,14 @@ class Planner:
                 self.missing("cpu", "cpu")
             quota, period = c.get("quota"), c.get("period")
             if ver == 1:
-                if c.get("shares"):
-                    self.w("cpu", 1, "cpu.shares", c["shares"], "cpu.shares")
-                if period:
-                    self.w("cpu", 1, "cpu.cfs_period_us", period, "cpu.period")
+                self.copy("cpu", c, (("shares", "cpu.shares"), ("period", "cpu.cfs_period_us"),
+                                     ("burst", "cpu.cfs_burst_us"),
+                                     ("realtimePeriod", "cpu.rt_period_us"),
+                                     ("realtimeRuntime", "cpu.rt_runtime_us"),
+                                     ("idle", "cpu.idle")))
                 if quota:
                     self.w("cpu", 1, "cpu.cfs_quota_us", quota if quota > 0 else -1,
                            "cpu.quota")
-                if c.get("burst") is not None and c.get("burst"):
-                    self.w("cpu", 1, "cpu.cfs_burst_us", c["burst"], "cpu.burst")
-                if c.get("realtimePeriod"):
-                    self.w("cpu", 1, "cpu.rt_period_us", c["realtimePeriod"],
-                           "cpu.realtimePeriod")
-                if c.get("realtimeRuntime"):
-                    self.w("cpu", 1, "cpu.rt_runtime_us", c["realtimeRuntime"],
-                           "cpu.realtimeRuntime")
-                if c.get("idle"):
-                    self.w("cpu", 1, "cpu.idle", c["idle"], "cpu.idle")
             else:
                 if c.get("shares"):
                     self.w("cpu", 2, "cpu.weight", shares_to_weight(c["shares"]),

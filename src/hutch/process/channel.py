@@ -53,31 +53,26 @@ def socketpair():
 
 def send_fd(sock_fd, fd, name):
     """Sends fd over a unix socket with SCM_RIGHTS (the console-socket protocol)."""
+    send_fds(sock_fd, [fd], name.encode())
+
+
+def send_fds(sock_fd, fds, data=b"F"):
+    """Sends fds in one SCM_RIGHTS message, with ``data`` as its payload."""
     import _socket
     s = _socket.socket(fileno=sock_fd)
     try:
-        s.sendmsg([name.encode()], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
-                                     pack_fds([fd]))])
+        s.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
     finally:
         s.detach()
 
 
-def send_fds(sock_fd, fds):
-    """Sends several fds in one SCM_RIGHTS message (one byte of data)."""
-    import _socket
-    s = _socket.socket(fileno=sock_fd)
-    try:
-        s.sendmsg([b"F"], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds(fds))])
-    finally:
-        s.detach()
-
-
-def recv_fds(sock_fd, n):
+def recv_fds(sock_fd, n, bufsize=1):
     """Receives the fds of one :func:`send_fds` message (close-on-exec)."""
     import _socket
     s = _socket.socket(fileno=sock_fd)
     try:
-        _, anc, _, _ = s.recvmsg(1, _socket.CMSG_SPACE(4 * n), _socket.MSG_CMSG_CLOEXEC)
+        _, anc, _, _ = s.recvmsg(bufsize, _socket.CMSG_SPACE(4 * n),
+                                 _socket.MSG_CMSG_CLOEXEC)
     finally:
         s.detach()
     out = []
@@ -88,4 +83,4 @@ def recv_fds(sock_fd, n):
         for fd in out:
             os.close(fd)
         raise OSError(71, f"expected {n} fds from hutch, got {len(out)}")
-    return list(out)
+    return out
