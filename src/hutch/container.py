@@ -22,7 +22,8 @@ def _process_plan(p, seccomp=None):
             "additional_gids": p.additional_gids, "umask": p.umask,
             "capabilities": p.capabilities, "no_new_privileges": p.no_new_privileges,
             "rlimits": p.rlimits, "oom_score_adj": p.oom_score_adj,
-            "terminal": p.terminal, "console_size": p.console_size, "seccomp": seccomp}
+            "terminal": p.terminal, "console_size": p.console_size, "seccomp": seccomp,
+            "apparmor": p.apparmor_profile, "selinux": p.selinux_label}
 
 
 def validate(cfg):
@@ -49,11 +50,13 @@ def validate(cfg):
     if cfg.seccomp is not None:
         raise ConfigError("config.json: linux.seccomp: seccomp filters are not supported "
                           "by this version of hutch yet; remove the seccomp section", 95)
-    for kind in ("apparmorProfile", "selinuxLabel"):
-        if (cfg.process.apparmor_profile if kind[0] == "a" else cfg.process.selinux_label):
-            raise ConfigError(f"config.json: process.{kind}: the "
-                              f"{'AppArmor' if kind[0] == 'a' else 'SELinux'} LSM is not "
-                              "supported by this version of hutch", 95)
+    from . import lsm
+    lsm.check(cfg.process.apparmor_profile, cfg.process.selinux_label,
+              "config.json: process")
+    if cfg.mount_label and not lsm.selinux_active():
+        raise ConfigError(f"config.json: linux.mountLabel {cfg.mount_label!r} was "
+                          "requested, but SELinux is not enabled on this host "
+                          f"({lsm.SELINUX_FS} is not mounted)", 95)
 
 
 def listen_fds():
@@ -163,6 +166,10 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         h, helper_h = None, h
         launch.spawn(plan, helper_h, on_pid, hooks_state)
         state["status"] = "created"
+        # what `hutch exec` needs to give its processes the init's confinement
+        state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
+            "args", "terminal", "console_size")},
+            "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring}
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))

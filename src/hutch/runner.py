@@ -39,17 +39,33 @@ def run(root, cid, bundle, detach=False, cfg=None, keep=False, **kw):
             os.close(kw["console_fd"])
     pid = st["pid"]
     master = _recv_master(proxy) if proxy is not None else None
+    if not detach:
+        hold_signals()      # from the start of the user's program until forwarding
     try:
         container.start(root, cid)
     except BaseException:
+        release_signals()
         container.delete(root, cid, force=True)
         raise
     if detach:
         return 0
+    code = wait_child(pid, master)
+    if not keep:
+        container.delete(root, cid, force=True)
+    return code
+
+
+def wait_child(pid, master=None):
+    """Waits for our child ``pid``, forwarding signals to it and, with ``master``,
+    copying between our stdio and its terminal.  Returns its exit code, or 128+N
+    when signal N killed it."""
     pidfd = os.pidfd_open(pid)
     try:
         for s in FORWARD:
             signal.signal(s, lambda n, _f: _forward(pidfd, n))
+        # signals that came while the caller held them back (hold_signals) are
+        # delivered now, to the child
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARD)
         if master is not None:
             _copy_tty(master, pidfd)
         while True:
@@ -65,12 +81,20 @@ def run(root, cid, bundle, detach=False, cfg=None, keep=False, **kw):
         for s in FORWARD:
             signal.signal(s, signal.SIG_DFL)
         os.close(pidfd)
-    if not keep:
-        container.delete(root, cid, force=True)
     if status is None:
         return 0
     code = os.waitstatus_to_exitcode(status)
     return code if code >= 0 else 128 - code
+
+
+def hold_signals():
+    """Holds back the signals :func:`wait_child` forwards, from before the child
+    exists until forwarding is set up, so that none is lost in between."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, FORWARD)
+
+
+def release_signals():
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, FORWARD)
 
 
 def _forward(pidfd, n):

@@ -8,9 +8,11 @@ import sys
 from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
-         "features", "sandbox", "pause", "resume", "ps", "update", "events")
+         "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
+         "enter")
 ALIASES = {"ls": "list", "rm": "delete"}
-GUARDED = ("create", "run", "sandbox")
+GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
+           "enter": "enter"}
 
 GLOBAL = {
     "--root": ("root", "str"), "--log": ("log", "str"),
@@ -37,6 +39,8 @@ commands:
   ps        list the processes in a container's cgroup
   update    change a running container's resource limits
   events    print stats (--stats) or stream OOM and stats events
+  exec      run a new process in a running container
+  enter     run a command in the namespaces of any process (like nsenter)
   spec      write a starter config.json
   features  print the OCI features hutch supports
   sandbox   run a command in a throw-away container (no image needed)
@@ -126,7 +130,7 @@ def main(argv=None):
             # start the process that will enter the container now, so that its
             # interpreter boots while this one reads the config (process/helper.py)
             from ..process import helper
-            helper.prestart()
+            helper.prestart(GUARDED[verb])
         mod = __import__(f"hutch.cli.{verb}", fromlist=("run",))
         if "--help" in rest[1:2] or "-h" in rest[1:2]:
             sys.stdout.write(mod.__doc__.strip() + "\n")

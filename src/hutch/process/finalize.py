@@ -60,6 +60,82 @@ def take_console(slave):
     fcntl.ioctl(0, TIOCSCTTY, 0)
 
 
+def set_rlimits(rlimits):
+    import resource
+    for res, soft, hard, name in rlimits:
+        try:
+            resource.setrlimit(res, (soft if soft < 1 << 63 else resource.RLIM_INFINITY,
+                                     hard if hard < 1 << 63 else resource.RLIM_INFINITY))
+        except (OSError, ValueError) as e:
+            cur = resource.getrlimit(res)
+            raise HutchError(f"set {name} to {soft}/{hard}: "
+                             f"{getattr(e, 'strerror', None) or e} (the current hard "
+                             f"limit is {cur[1]}; raising it needs CAP_SYS_RESOURCE, "
+                             "which hutch lacks)", getattr(e, "errno", 1)) from None
+
+
+def set_oom_score_adj(value, procfd=None):
+    """Through ``procfd`` (the host's procfs) when given, else /proc."""
+    try:
+        fd = os.open("self/oom_score_adj" if procfd is not None else
+                     "/proc/self/oom_score_adj", os.O_WRONLY | os.O_CLOEXEC,
+                     dir_fd=procfd)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as e:
+        raise HutchError(f"set oom_score_adj to {value}: {e.strerror}", e.errno) \
+            from None
+
+
+def _read_db(path):
+    """Lines of /etc/passwd or /etc/group in the current root, split on ':'.  Only
+    a regular file is read (a hostile image could put a fifo there)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return []
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return []
+        data = b""
+        while len(data) < 1 << 22:
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                break
+            data += chunk
+    finally:
+        os.close(fd)
+    return [line.split(":") for line in data.decode(errors="replace").splitlines()
+            if line and not line.startswith("#")]
+
+
+def resolve_user(proc):
+    """Turns ``user_name`` / ``group_name`` (from `exec --user name[:group]`) into
+    ids using the container's /etc/passwd and /etc/group, as runc does.  A numeric
+    uid needs no entry."""
+    name, group = proc.get("user_name"), proc.get("group_name")
+    if name is not None:
+        for f in _read_db("/etc/passwd"):
+            if len(f) >= 4 and f[0] == name and f[2].isdigit() and f[3].isdigit():
+                proc["uid"] = int(f[2])
+                if group is None:
+                    proc["gid"] = int(f[3])
+                break
+        else:
+            raise HutchError(f"unable to find user {name}: no matching entries in "
+                             "passwd file", 2)
+    if group is not None:
+        for f in _read_db("/etc/group"):
+            if len(f) >= 3 and f[0] == group and f[2].isdigit():
+                proc["gid"] = int(f[2])
+                break
+        else:
+            raise HutchError(f"unable to find group {group}: no matching entries in "
+                             "group file", 2)
+
+
 def _home_of(uid):
     try:
         with open("/etc/passwd") as f:
@@ -130,10 +206,14 @@ def reset_signals():
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
-def exec_process(k, proc, exe, env, keep_fds):
+def exec_process(k, proc, exe, env, keep_fds, procfd=None):
+    """``procfd``: the host's procfs, needed only when an LSM label is set."""
     from .. import capabilities as C
     caps = proc["capabilities"]
     reset_signals()
+    if proc.get("apparmor") or proc.get("selinux"):
+        from .. import lsm
+        lsm.apply_exec_labels(procfd, proc.get("apparmor"), proc.get("selinux"))
     if caps is not None:
         C.drop_bounding(k, C.mask(caps.get("bounding", ())))
     try:
@@ -147,8 +227,10 @@ def exec_process(k, proc, exe, env, keep_fds):
         os.setresgid(proc["gid"], proc["gid"], proc["gid"])
         os.setresuid(proc["uid"], proc["uid"], proc["uid"])
     except OSError as e:
-        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: {e.strerror}",
-                         e.errno) from None
+        why = " (the id is not mapped in the container's user namespace)" \
+            if e.errno == 22 else ""
+        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: {e.strerror}"
+                         f"{why}", e.errno) from None
     k.prctl(K.PR_SET_KEEPCAPS, 0)
     if caps is not None:
         C.apply_sets(k, caps)

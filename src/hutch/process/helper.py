@@ -20,7 +20,7 @@ import sys
 from . import channel
 
 _BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
-         "from hutch.process.helper import serve; serve(int(sys.argv[2]))")
+         "from hutch.process.helper import serve; serve(int(sys.argv[2]), sys.argv[3])")
 
 _prestarted = None
 
@@ -31,9 +31,12 @@ class Helper:
         self.sock = sock
 
     @classmethod
-    def start(cls, close=()):
+    def start(cls, close=(), kind="create"):
         """``close``: fds of the caller that the helper must not keep, such as the
-        state directory's lock (it must not outlive `hutch create`)."""
+        state directory's lock (it must not outlive `hutch create`).  ``kind``:
+        "create" (the helper becomes the container's init) or "enter" (it enters
+        a running container, :mod:`hutch.process.enter`); it decides what the
+        helper imports while it waits."""
         psock, csock = channel.socketpair()
         pid = os.fork()
         if pid == 0:
@@ -46,12 +49,12 @@ class Helper:
                 from ..linux import exeguard
                 exe = exeguard.guarded_exe_fd()
                 if exe is None:
-                    serve(csock)
+                    serve(csock, kind)
                 os.set_inheritable(csock, True)
                 pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(
                     os.path.abspath(__file__))))
                 os.execve(exe, [sys.executable, "-I", "-S", "-c", _BOOT, pkg_dir,
-                                str(csock)], os.environ)
+                                str(csock), kind], os.environ)
             except BaseException as e:   # noqa: BLE001 - reported through the socket
                 try:
                     channel.send(csock, {"t": "error", "errno": getattr(e, "errno", None),
@@ -74,19 +77,19 @@ class Helper:
             self.pid = 0
 
 
-def prestart():
+def prestart(kind="create"):
     """Starts the helper now, for :func:`take` to hand out later."""
     global _prestarted
     if _prestarted is None:
-        _prestarted = Helper.start()
+        _prestarted = Helper.start(kind=kind)
     return _prestarted
 
 
-def take(close=()):
+def take(close=(), kind="create"):
     """The prestarted helper, or a new one."""
     global _prestarted
     h, _prestarted = _prestarted, None
-    return h if h is not None else Helper.start(close)
+    return h if h is not None else Helper.start(close, kind)
 
 
 def dismiss():
@@ -109,13 +112,31 @@ def send_plan(h, plan):
         channel.send_fds(h.sock, fds)
 
 
-def serve(sock):
+def send_enter(sock, plan, pidfd, console_sock=-1):
+    """Sends an entry plan (:mod:`hutch.process.enter`) with the target's pidfd."""
+    fds = [pidfd] + ([console_sock] if console_sock >= 0 else [])
+    channel.send(sock, {"t": "enter", "plan": plan, "nfds": len(fds)})
+    channel.send_fds(sock, fds)
+
+
+def serve(sock, kind="create"):
     """The helper's main: import the container side, wait for the plan, run it."""
-    from . import init
-    init.preload()
+    os.set_inheritable(sock, False)
+    if kind == "enter":
+        from . import enter
+        enter.preload()
+    else:
+        from . import init
+        init.preload()
     msg = channel.recv(sock)
-    if msg is None or msg.get("t") != "plan":
+    if msg is None or msg.get("t") not in ("plan", "enter"):
         os._exit(0)
+    if msg["t"] == "enter":
+        from . import enter
+        fds = channel.recv_fds(sock, msg["nfds"])
+        enter.stage(msg["plan"], sock, fds[0], fds[1] if len(fds) > 1 else -1)
+        os._exit(1)
+    from . import init
     plan = msg["plan"]
     fds = iter(channel.recv_fds(sock, msg["nfds"]) if msg["nfds"] else ())
     plan["join"] = [(t, next(fds)) for t, _ in plan["join"]]

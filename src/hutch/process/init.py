@@ -14,7 +14,6 @@ library is out of reach.
 """
 
 import os
-import resource
 
 from . import channel
 from ..errors import HutchError
@@ -40,10 +39,10 @@ def preload():
     """Imports everything the container side needs, before the plan arrives (the
     helper does this while the parent works) and before pivot_root (after it, the
     host's Python library is out of reach)."""
-    from .. import capabilities, hooks, jsonlite, network, namespaces  # noqa: F401
+    from .. import capabilities, hooks, jsonlite, lsm, network, namespaces  # noqa: F401
     from ..rootfs import setup  # noqa: F401
     from . import finalize  # noqa: F401
-    import _socket, fcntl, struct  # noqa: F401,E401
+    import _socket, fcntl, resource, struct  # noqa: F401,E401
     K._lib()     # ctypes
 
 
@@ -98,19 +97,9 @@ def stage2(plan, sock):
     hostpid = msg["pid"]
     k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
     os.setsid()
-    for res, soft, hard, name in proc["rlimits"]:
-        try:
-            resource.setrlimit(res, (soft if soft < 1 << 63 else resource.RLIM_INFINITY,
-                                     hard if hard < 1 << 63 else resource.RLIM_INFINITY))
-        except (OSError, ValueError) as e:
-            cur = resource.getrlimit(res)
-            raise HutchError(f"set {name} to {soft}/{hard}: "
-                             f"{getattr(e, 'strerror', None) or e} (the current hard "
-                             f"limit is {cur[1]}; raising it needs CAP_SYS_RESOURCE, "
-                             "which hutch lacks)", getattr(e, "errno", 1)) from None
+    finalize.set_rlimits(proc["rlimits"])
     if proc["oom_score_adj"] is not None:
-        with open("/proc/self/oom_score_adj", "w") as f:
-            f.write(str(proc["oom_score_adj"]))
+        finalize.set_oom_score_adj(proc["oom_score_adj"])
     fifo_fd = plan["fifo_fd"]
     hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     rf = None
@@ -172,7 +161,9 @@ def stage2(plan, sock):
         os.write(2, f"hutch: container init: open exec.fifo: {e.strerror}\n".encode())
         os._exit(1)
     os.close(fifo_fd)
-    os.close(hostproc)
+    if not (proc.get("apparmor") or proc.get("selinux")):
+        os.close(hostproc)      # else kept (close-on-exec) to write the labels
+        hostproc = None
     if wfd < plan["keep_fds"]:
         import fcntl
         nfd = fcntl.fcntl(wfd, fcntl.F_DUPFD_CLOEXEC, plan["keep_fds"])
@@ -182,7 +173,7 @@ def stage2(plan, sock):
         os.write(wfd, b"\0")
         hooks.run_hooks(plan["hooks"], "startContainer", state_json(plan, hostpid,
                                                                     "created"))
-        finalize.exec_process(k, proc, exe, env, plan["keep_fds"])
+        finalize.exec_process(k, proc, exe, env, plan["keep_fds"], hostproc)
     except BaseException as e:   # noqa: BLE001 - reported to `hutch start`
         text = str(e) if isinstance(e, HutchError) else \
             HutchError.from_os("start the container process", e).args[0] \

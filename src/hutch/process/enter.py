@@ -1,0 +1,144 @@
+"""Entering a running process's namespaces: the container side of `hutch exec`
+and `hutch enter`.
+
+Three processes take part:
+
+* the **parent** (the hutch command, :mod:`hutch.tenant`) holds a pidfd of the
+  target from the start, puts the helper in the target's cgroups and sends it the
+  plan with the pidfd;
+* the **helper** (:mod:`hutch.process.helper`, running from the guarded
+  interpreter) makes itself non-dumpable, opens the host's procfs, then joins every
+  namespace in one ``setns(pidfd, flags)``.  The kernel switches them all at once,
+  the user namespace first, and only if the process behind the pidfd is still
+  alive: a pid that was reused, or an init that died, can never be entered.  A pid
+  namespace applies to children, so the helper forks and exits;
+* the **child** (already in the container's pid namespace and cgroups, with the
+  container's root as its root and cwd) sets up the process exactly as the init
+  was set up (rlimits, session, keyring, user, cwd, console, LSM label,
+  capabilities, no_new_privs, seccomp) and execs.  The parent is a child subreaper,
+  so the child becomes its child when the helper exits.
+
+Errors travel to the parent over the socket as one line.  A successful exec closes
+the socket (it is close-on-exec), which is how the parent knows the program runs.
+"""
+
+import os
+
+from . import channel
+from ..errors import HutchError
+from ..linux import kernel as K
+from ..linux.kernel import kernel
+
+
+def preload():
+    """Everything the child needs, imported before the container's mounts hide
+    the host's Python library."""
+    from . import finalize, init  # noqa: F401
+    from .. import capabilities, lsm  # noqa: F401
+    import fcntl, resource, struct  # noqa: F401,E401
+    K._lib()
+
+
+def stage(plan, sock, pidfd, console_sock):
+    """In the helper: join, fork the child, report its pid, exit."""
+    from .init import fail
+    k = kernel()
+    try:
+        k.prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
+        hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        if plan["ns_flags"]:
+            try:
+                k.setns(pidfd, plan["ns_flags"])
+            except OSError as e:
+                if e.errno == 3:
+                    raise HutchError(plan["gone_msg"], 3) from None
+                raise HutchError(f"join the namespaces of {plan['target']}: "
+                                 f"{os.strerror(e.errno)}", e.errno) from None
+        os.close(pidfd)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                child(plan, sock, hostproc, console_sock)
+            except BaseException as e:   # noqa: BLE001 - reported to the parent
+                fail(sock, e)
+            os._exit(1)
+        channel.send(sock, {"t": "pid", "pid": pid})
+        os._exit(0)
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def child(plan, sock, hostproc, console_sock):
+    from . import finalize
+    k = kernel()
+    proc = plan["process"]
+    os.setsid()
+    finalize.set_rlimits(proc["rlimits"])
+    if proc["oom_score_adj"] is not None:
+        finalize.set_oom_score_adj(proc["oom_score_adj"], hostproc)
+    finalize.resolve_user(proc)
+    if not plan["no_new_keyring"]:
+        k.join_session_keyring(None)
+    console = None
+    if proc["terminal"]:
+        console = open_console(proc, console_sock)
+    cwd = proc["cwd"]
+    if cwd is not None:
+        try:
+            os.chdir(cwd)
+        except OSError as e:
+            raise HutchError(f'chdir to cwd ("{cwd}") set in'
+                             f" {plan['source']} failed: "
+                             f"{e.strerror.lower()}", e.errno) from None
+    else:
+        proc["cwd"] = os.getcwd()
+    exe, env = finalize.prepare_exec(proc)
+    if console is not None:
+        finalize.take_console(console)
+    keep = plan["keep_fds"]
+    if sock < keep:     # the channel must not take a preserved fd's place
+        import fcntl
+        nsock = fcntl.fcntl(sock, fcntl.F_DUPFD_CLOEXEC, keep)
+        os.close(sock)
+        sock = nsock
+    try:
+        finalize.exec_process(k, proc, exe, env, keep, hostproc)
+    except BaseException as e:   # noqa: BLE001
+        from .init import fail
+        fail(sock, e)
+
+
+def open_console(proc, console_sock):
+    """A new pty on the container's devpts; the master goes to the console socket
+    and the slave becomes the process's terminal."""
+    import fcntl
+    import struct
+    from . import finalize
+    if console_sock < 0:
+        raise HutchError("a terminal was requested but no console socket was given")
+    master = -1
+    for path in ("/dev/pts/ptmx", "/dev/ptmx"):
+        try:
+            master = os.open(path, os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            break
+        except OSError as e:
+            err = e
+    if master < 0:
+        raise HutchError(f"open a terminal in the container: /dev/pts/ptmx: "
+                         f"{err.strerror}", err.errno)
+    try:
+        fcntl.ioctl(master, finalize.TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, finalize.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        cs = proc["console_size"]
+        if cs:
+            fcntl.ioctl(slave, finalize.TIOCSWINSZ, struct.pack("HHHH", cs[0], cs[1],
+                                                                0, 0))
+        try:
+            channel.send_fd(console_sock, master, "/dev/ptmx")
+        except OSError as e:
+            raise HutchError(f"send the terminal to the console socket: {e.strerror}",
+                             e.errno) from None
+    finally:
+        os.close(master)
+        os.close(console_sock)
+    return slave

@@ -1,0 +1,372 @@
+"""A new process in a running container (`hutch exec`), or in any process's
+namespaces (`hutch enter`).  This is the parent side; the helper and the child are
+in :mod:`hutch.process.enter`, whose docstring describes the whole sequence.
+
+The process gets the init's confinement unless told otherwise: the user, env,
+capabilities, no_new_privs, rlimits, oom_score_adj and LSM labels recorded when
+the container was created.  An exec ``process.json`` (what engines send) replaces
+the values it gives; capabilities, rlimits and labels it leaves out fall back to
+the init's, as in runc.
+"""
+
+import os
+
+from .errors import ConfigError, HutchError, NotRunning
+from .spec.config import NAMESPACES
+
+CREATE_KEYS = ("env", "cwd", "uid", "gid", "additional_gids", "umask", "capabilities",
+               "no_new_privileges", "rlimits", "oom_score_adj", "seccomp", "apparmor",
+               "selinux")
+CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
+
+
+# --- building the process -------------------------------------------------------
+def _blank_process():
+    return {"args": [], "env": [], "cwd": "/", "uid": 0, "gid": 0,
+            "additional_gids": [], "umask": None, "capabilities": None,
+            "no_new_privileges": False, "rlimits": [], "oom_score_adj": None,
+            "seccomp": None, "apparmor": None, "selinux": None, "terminal": False,
+            "console_size": None, "user_name": None, "group_name": None}
+
+
+def base_process(info):
+    """The init's process as recorded at create: the starting point of an exec."""
+    proc = _blank_process()
+    proc.update({k: v for k, v in info["process"].items() if k in CREATE_KEYS})
+    proc["rlimits"] = [tuple(r) for r in proc["rlimits"]]
+    return proc
+
+
+def process_from_json(path, base):
+    """An exec process.json, over the init's process (see the module doc)."""
+    from . import jsonlite
+    from .spec.config import _V, parse_process
+    try:
+        with open(path, "rb") as f:
+            data = jsonlite.loads(f.read())
+    except OSError as e:
+        raise HutchError(f"read --process {path}: {e.strerror}", e.errno) from None
+    except ValueError as e:
+        raise ConfigError(f"process.json: not valid JSON: {e}") from None
+    v = _V(data, "", "process.json")
+    p = parse_process(v)
+    proc = dict(base)
+    proc.update(args=p.args, env=p.env, cwd=p.cwd, uid=p.uid, gid=p.gid,
+                additional_gids=p.additional_gids, umask=p.umask,
+                terminal=p.terminal, console_size=p.console_size)
+    if "capabilities" in data:
+        proc["capabilities"] = p.capabilities
+    if "noNewPrivileges" in data:
+        proc["no_new_privileges"] = p.no_new_privileges
+    if p.rlimits:
+        proc["rlimits"] = p.rlimits
+    if p.oom_score_adj is not None:
+        proc["oom_score_adj"] = p.oom_score_adj
+    if p.apparmor_profile:
+        proc["apparmor"] = p.apparmor_profile
+    if p.selinux_label:
+        proc["selinux"] = p.selinux_label
+    return proc
+
+
+def parse_user(spec):
+    """``uid[:gid]``, either part numeric or a name looked up in the container.
+    Returns (uid, gid, user_name, group_name) with None for what is not given."""
+    from .spec.config import U32
+    user, sep, group = spec.partition(":")
+    if not user or (sep and not group):
+        raise HutchError(f"invalid --user {spec!r}: expected uid[:gid]", 22)
+    out = []
+    for part in (user, group):
+        if not part:
+            out.append((None, None))
+        elif part.isdigit():
+            if int(part) >= U32:
+                raise HutchError(f"invalid --user {spec!r}: {part} is out of range", 34)
+            out.append((int(part), None))
+        else:
+            out.append((None, part))
+    return out[0][0], out[1][0], out[0][1], out[1][1]
+
+
+def apply_overrides(proc, args=None, env=(), cwd=None, user=None, additional_gids=(),
+                    caps=(), no_new_privs=False, apparmor=None, process_label=None,
+                    tty=None):
+    """runc's exec flags over a process (argv form or --process)."""
+    from . import capabilities as C
+    if args is not None:
+        proc["args"] = list(args)
+    if env:
+        keys = {e.partition("=")[0] for e in env}
+        proc["env"] = [e for e in proc["env"] if e.partition("=")[0] not in keys]
+        for e in env:
+            if "=" not in e or e.startswith("="):
+                raise HutchError(f"invalid --env {e!r}: expected KEY=value", 22)
+            proc["env"].append(e)
+    if cwd is not None:
+        if not cwd.startswith("/"):
+            raise HutchError(f"invalid --cwd {cwd!r}: not an absolute path", 22)
+        proc["cwd"] = cwd
+    if user is not None:
+        uid, gid, uname, gname = parse_user(user)
+        if uid is not None:
+            proc["uid"] = uid
+        if gid is not None:
+            proc["gid"] = gid
+        proc["user_name"], proc["group_name"] = uname, gname
+    for g in additional_gids:
+        if not g.isdigit():
+            raise HutchError(f"invalid --additional-gids {g!r}: not a number", 22)
+        if int(g) not in proc["additional_gids"]:
+            proc["additional_gids"] = proc["additional_gids"] + [int(g)]
+    if caps:
+        sets = {k: list(v) for k, v in (proc["capabilities"] or {}).items()}
+        for c in caps:
+            if C.number(c) is None:
+                raise HutchError(f"invalid --cap {c!r}: unknown capability", 22)
+            name = C.NAMES[C.number(c)]
+            for k in CAP_SETS:
+                if name not in sets.setdefault(k, []):
+                    sets[k].append(name)
+        proc["capabilities"] = sets
+    if no_new_privs:
+        proc["no_new_privileges"] = True
+    if apparmor:
+        proc["apparmor"] = apparmor
+    if process_label:
+        proc["selinux"] = process_label
+    if tty is not None:
+        proc["terminal"] = tty
+    if not proc["args"]:
+        raise HutchError("exec: no command given (pass COMMAND [ARGS...] or "
+                         "--process FILE)", 22)
+    return proc
+
+
+def _exec_info(d):
+    """The confinement recorded at create (older state: from the bundle)."""
+    info = d.get("exec")
+    if info is not None:
+        return info
+    from .container import _process_plan
+    from .spec.config import load_config
+    cfg = load_config(d["bundle"])
+    proc = _process_plan(cfg.process)
+    return {"process": proc, "namespaces": sorted(cfg.namespaces),
+            "no_new_keyring": False}
+
+
+# --- cgroups --------------------------------------------------------------------
+def sub_cgroup_paths(paths, specs):
+    """The cgroup of each hierarchy for an exec with ``--cgroup [ctrl,...:]path``:
+    a sub-cgroup of the container's, which must exist."""
+    out = dict(paths)
+    if not specs:
+        return out
+    seen = set()
+    for spec in specs:
+        ctrls, sep, sub = spec.rpartition(":")
+        parts = [p for p in sub.split("/") if p and p != "."]
+        if not parts or ".." in parts:
+            raise HutchError(f"invalid --cgroup {spec!r}: expected [controller[,...]:]"
+                             "path, a path below the container's cgroup", 22)
+        wanted = ctrls.split(",") if sep else None
+        matched = False
+        for key, path in paths.items():
+            names = set(key.split(",")) | ({"unified"} if key == "unified" else set())
+            if wanted is not None and not names & set(wanted):
+                continue
+            if key in seen and wanted is None:
+                continue
+            matched = True
+            seen.add(key)
+            target = os.path.join(path, *parts)
+            if not os.path.isdir(target):
+                raise HutchError(f"--cgroup {spec!r}: {target} does not exist (exec "
+                                 "joins an existing sub-cgroup; create it first)", 2)
+            out[key] = target
+        if not matched:
+            raise HutchError(f"--cgroup {spec!r}: the container has no cgroup with "
+                             f"controller {ctrls!r}", 2)
+    return out
+
+
+def _join_cgroups(paths, pid):
+    for path in paths.values():
+        try:
+            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+                f.write(str(pid))
+        except OSError as e:
+            raise HutchError(f"join cgroup {path}: {e.strerror}", e.errno) from None
+
+
+# --- exec -----------------------------------------------------------------------
+def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
+            preserve_fds=0, ignore_paused=False, cgroups=(), source="config.json"):
+    """Runs ``proc`` (see :func:`base_process`) in container ``cid``.  Returns the
+    exit code (0 right away with ``detach``)."""
+    from .container import _pidfd, load
+    cdir = load(root, cid, lock=False)
+    d = cdir.data
+    status = cdir.status()
+    if status == "stopped":
+        raise NotRunning("cannot exec in a stopped container", 3)
+    if status == "creating":
+        raise HutchError("cannot exec in a container that is still being created", 11)
+    if status == "paused" and not ignore_paused:
+        raise HutchError("cannot exec in a paused container (use --ignore-paused to "
+                         "override)", 11)
+    info = _exec_info(d)
+    paths = sub_cgroup_paths((d.get("cgroup") or {}).get("paths") or {}, cgroups)
+    pidfd = _pidfd(d["pid"], d.get("starttime"))
+    if pidfd is None:
+        raise NotRunning("cannot exec in a stopped container", 3)
+    flags = 0
+    for t in info["namespaces"]:
+        flags |= NAMESPACES[t]
+    plan = {"process": proc, "ns_flags": flags, "keep_fds": 3 + preserve_fds,
+            "no_new_keyring": info.get("no_new_keyring", False),
+            "target": f"container {cid}", "source": source,
+            "gone_msg": "cannot exec in a stopped container"}
+    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket)
+
+
+def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
+              console_socket=None):
+    """Starts the plan's process through a helper (owns ``pidfd``) and, unless
+    ``detach``, waits for it."""
+    from .container import _connect
+    from .linux import exeguard
+    from .linux import kernel as K
+    from .process import channel, helper
+    proc = plan["process"]
+    csock = proxy = -1
+    try:
+        if proc["terminal"]:
+            if console_socket:
+                csock = _connect(console_socket)
+            elif detach:
+                raise HutchError("cannot allocate a tty when hutch detaches without "
+                                 "--console-socket", 22)
+            else:
+                proxy, csock = channel.socketpair()
+        elif console_socket:
+            raise HutchError("cannot use --console-socket without a terminal (pass "
+                             "--tty, or terminal: true in process.json)", 22)
+    except BaseException:
+        os.close(pidfd)
+        raise
+    from . import runner
+    K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+    exeguard.protect_self()
+    if not detach:
+        runner.hold_signals()
+    h = helper.take(kind="enter")
+    hpid, sock, child = h.pid, h.sock, 0
+    h.pid, h.sock = 0, -1
+    try:
+        try:
+            _join_cgroups(cgroup_paths, hpid)
+            helper.send_enter(sock, plan, pidfd, csock)
+        finally:
+            os.close(pidfd)
+            if csock >= 0:
+                os.close(csock)
+        msg = channel.recv(sock)
+        os.waitpid(hpid, 0)
+        hpid = 0
+        if msg is None:
+            raise HutchError("the exec helper exited during setup")
+        if msg["t"] == "error":
+            raise HutchError(msg["msg"], msg.get("errno"))
+        child = msg["pid"]
+        msg = channel.recv(sock)      # EOF: the program was exec'd
+        if msg is not None and msg.get("t") == "error":
+            raise HutchError(msg["msg"], msg.get("errno"))
+        if pid_file:
+            from .state import write_atomic
+            write_atomic(os.path.abspath(pid_file), str(child))
+    except BaseException:
+        import _signal as signal
+        for pid in (hpid, child):
+            if pid:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+        if proxy >= 0:
+            os.close(proxy)
+        runner.release_signals()
+        raise
+    finally:
+        os.close(sock)
+    if detach:
+        return 0
+    master = runner._recv_master(proxy) if proxy >= 0 else None
+    return runner.wait_child(child, master)
+
+
+# --- enter ----------------------------------------------------------------------
+def target_namespaces(pid, wanted=None):
+    """The namespace types to join for `hutch enter`: ``wanted`` (checked), or
+    every type in which ``pid`` differs from hutch."""
+    from .spec.config import NS_PROC_NAME
+    out = []
+    for t in (wanted or NAMESPACES):
+        if t not in NAMESPACES:
+            raise HutchError(f"unknown namespace type {t!r} (one of "
+                             f"{', '.join(NAMESPACES)})", 22)
+        name = NS_PROC_NAME[t]
+        try:
+            theirs = os.stat(f"/proc/{pid}/ns/{name}")
+        except FileNotFoundError:
+            if wanted:
+                raise HutchError(f"{t} namespaces are not supported by this kernel",
+                                 95) from None
+            continue
+        except OSError as e:
+            raise HutchError(f"read the {t} namespace of pid {pid}: {e.strerror}",
+                             e.errno) from None
+        ours = os.stat(f"/proc/self/ns/{name}")
+        if wanted or (theirs.st_ino, theirs.st_dev) != (ours.st_ino, ours.st_dev):
+            if t == "user" and (theirs.st_ino, theirs.st_dev) == (ours.st_ino,
+                                                                   ours.st_dev):
+                continue    # the kernel refuses to re-enter one's own user namespace
+            out.append(t)
+    return out
+
+
+def enter(pid, proc, namespaces=None, join_cgroups=False, detach=False,
+          pid_file=None):
+    """Runs ``proc`` in the namespaces (and optionally the cgroups) of ``pid``."""
+    from .cgroups import hierarchies
+    try:
+        pidfd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        raise HutchError(f"no process with pid {pid}", 3) from None
+    except OSError as e:
+        raise HutchError(f"open pid {pid}: {e.strerror}", e.errno) from None
+    try:
+        types = target_namespaces(pid, namespaces)
+        paths = {}
+        if join_cgroups:
+            from .cgroups import own_cgroup
+            for hy in hierarchies():
+                rel = own_cgroup(hy.key, pid)
+                paths[hy.key] = os.path.join(hy.mountpoint, rel.lstrip("/"))
+    except BaseException:
+        os.close(pidfd)
+        raise
+    flags = 0
+    for t in types:
+        flags |= NAMESPACES[t]
+    if "mount" not in types and proc["cwd"] is None:
+        proc["cwd"] = os.getcwd()
+    plan = {"process": proc, "ns_flags": flags, "keep_fds": 3, "no_new_keyring": True,
+            "target": f"pid {pid}", "source": "--cwd",
+            "gone_msg": f"pid {pid} exited before hutch could enter it"}
+    return run_entry(plan, pidfd, paths, detach, pid_file)
