@@ -37,6 +37,17 @@ def runtime_cmd():
 
 
 RUNTIME = runtime_cmd()
+
+
+def runtime_binary():
+    """The file the runtime executes from: for hutch, the interpreter named by its
+    launcher (an attacker in a container would try to overwrite this one)."""
+    first = RUNTIME[0]
+    with open(first, "rb") as f:
+        head = f.readline()
+    if head.startswith(b"#!"):
+        return os.path.realpath(head[2:].split()[0].decode())
+    return os.path.realpath(first)
 RUNTIME_NAME = os.path.basename(os.environ.get("HUTCH_TEST_RUNTIME", "hutch"))
 
 

@@ -114,7 +114,10 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         # still starting up: the first cgroup migration can wait for an RCU grace
         # period (up to ~10 ms here), which this overlaps with the helper's start-up.
         # The host checks come after; a failure rolls all of this back.
-        h = helper.take(close=(cdir.lock_fd,))
+        from .linux.exeguard import may_clear_immutable
+        strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
+                                     cfg.has_ns("user"))
+        h = helper.take(close=(cdir.lock_fd,), strict=strict)
         mgr.add(h.pid)
         validate(cfg)
         mgr.apply(cfg.resources, device_nodes=cfg.devices)
@@ -169,7 +172,8 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         # what `hutch exec` needs to give its processes the init's confinement
         state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
             "args", "terminal", "console_size")},
-            "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring}
+            "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring,
+            "strict_guard": strict}
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))

@@ -228,11 +228,27 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
             "no_new_keyring": info.get("no_new_keyring", False),
             "target": f"container {cid}", "source": source,
             "gone_msg": "cannot exec in a stopped container"}
-    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket)
+    strict = info.get("strict_guard", True)
+    if not strict:
+        from .linux.exeguard import may_clear_immutable
+        if may_clear_immutable(proc["capabilities"], "user" in info["namespaces"]):
+            # from now on the container may hold CAP_LINUX_IMMUTABLE: every later
+            # exec must re-exec from the read-only clone too
+            strict = True
+            _record_strict(root, cid)
+    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict)
+
+
+def _record_strict(root, cid):
+    from .container import load
+    cdir = load(root, cid)
+    with cdir:
+        cdir.data.setdefault("exec", {})["strict_guard"] = True
+        cdir.save()
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
-              console_socket=None):
+              console_socket=None, strict=True):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it."""
     from .container import _connect
@@ -261,7 +277,7 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     exeguard.protect_self()
     if not detach:
         runner.hold_signals()
-    h = helper.take(kind="enter")
+    h = helper.take(kind="enter", strict=strict)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from conftest import RUNTIME_NAME, base_config
+from conftest import RUNTIME_NAME, base_config, runtime_binary
 
 
 def out(p):
@@ -323,8 +323,7 @@ def test_failing_hook_fails_create(bundle):
 def test_interpreter_cannot_be_overwritten(bundle):
     """CVE-2019-5736: a `#!/proc/self/exe` program makes the runtime execute its
     own binary inside the container; the container then tries to write it."""
-    exe = os.path.realpath(sys.executable) if RUNTIME_NAME == "hutch" else \
-        os.path.realpath(__import__("shutil").which("runc"))
+    exe = runtime_binary()
     with open(exe, "rb") as f:
         before = hashlib.sha256(f.read()).hexdigest()
     with open(os.path.join(bundle.rootfs, "evil"), "w") as f:

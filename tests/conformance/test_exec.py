@@ -4,17 +4,20 @@ through.  Refusals are clear.  Runs against runc too (HUTCH_TEST_RUNTIME=runc)."
 
 import contextlib
 import glob
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 
 import pytest
 
-from conftest import RUNTIME, RUNTIME_NAME, base_config
+from conftest import RUNTIME, RUNTIME_NAME, base_config, runtime_binary
 
 CG = "/sys/fs/cgroup"
 NS = ("mnt", "net", "ipc", "uts", "pid", "cgroup")
@@ -174,6 +177,31 @@ def test_exec_process_json_user_env_cwd(bundle):
         assert p.stdout.split() == ["1000", "5", "/etc"], p.stderr
 
 
+def test_exec_in_a_user_namespace(bundle):
+    b = bundle
+    cid = b.new_id()
+    cfg = _cfg(cid)
+    cfg["linux"]["namespaces"].append({"type": "user"})
+    for key in ("uidMappings", "gidMappings"):
+        cfg["linux"][key] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+    # the container's root is host uid 100000: let it reach the bundle (pytest
+    # makes its temporary directories 0700)
+    d = b.dir
+    while d.startswith(tempfile.gettempdir() + "/"):
+        os.chmod(d, os.stat(d).st_mode | 0o011)
+        d = os.path.dirname(d)
+    with _container(b, cfg, cid):
+        p = b.rt("exec", cid, "sh", "-c", "id -u; cat /proc/self/uid_map")
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.split() == ["0", "0", "100000", "65536"]
+        pid = _detached_exec(b, cid, "sleep", "30")
+        init = _init_pid(b, cid)
+        assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink(f"/proc/{init}/ns/user")
+        assert _status(pid)["Uid"].split()[0] == "100000"    # root inside, not outside
+        p = b.rt("exec", "--user", "1000", cid, "id", "-u")
+        assert p.stdout.strip() == "1000", p.stderr
+
+
 def test_exit_codes_and_signals_pass_through(bundle):
     b = bundle
     with _container(b) as cid:
@@ -292,3 +320,113 @@ def test_exec_refusals(bundle):
         assert p.returncode != 0 and "stopped" in p.stderr, p.stderr
     p = b.rt("exec", "no-such-container", "true")
     assert p.returncode != 0 and "does not exist" in p.stderr, p.stderr
+
+
+ATTACK = r"""#!/bin/sh
+# wait for a process running the runtime's own binary, hold its inode, and write
+# it once the process is gone (the CVE-2019-5736 attack, reached through exec)
+end=$(( $(date +%s) + 15 ))
+while [ $(date +%s) -lt $end ]; do
+    for p in /proc/[0-9]*; do
+        case "$(readlink $p/exe 2>/dev/null)" in
+            *busybox*|"") continue ;;
+        esac
+        exec 3<$p/exe || continue
+        echo "holding $(readlink $p/exe)" > /result
+        while [ -e $p ]; do :; done
+        if (exec 4<>/proc/self/fd/3 && echo pwned >&4); then
+            echo overwritten >> /result
+        else echo write-failed >> /result; fi
+        exit 0
+    done
+done
+echo never-saw-it >> /result
+"""
+
+
+def _exec_attack(b, clear_immutable):
+    """The container's init watches for a process running the runtime's binary;
+    `exec /evil` (#!/proc/self/exe) gives it one.  The binary must survive."""
+    exe = runtime_binary()
+    with open(exe, "rb") as f:
+        before = hashlib.sha256(f.read()).hexdigest()
+    with open(os.path.join(b.rootfs, "attack"), "w") as f:
+        f.write(ATTACK)
+    with open(os.path.join(b.rootfs, "evil"), "w") as f:
+        # run as the runtime's binary; with CLEAR=1 it also tries to clear the
+        # binary's immutable flag (FS_IOC_SETFLAGS) with CAP_LINUX_IMMUTABLE
+        f.write("#!/proc/self/exe\nimport os, time\n"
+                "if os.environ.get('CLEAR') == '1':\n"
+                "    import fcntl\n"
+                "    try:\n"
+                "        fd = os.open('/proc/self/exe', os.O_RDONLY)\n"
+                "        fcntl.ioctl(fd, 0x40086602, bytes(8))\n"
+                "        msg = 'cleared'\n"
+                "    except OSError as e:\n"
+                "        msg = 'clear-failed: %s' % e\n"
+                "    open('/result', 'a').write(msg + '\\n')\n"
+                "time.sleep(1)\n")
+    for name in ("attack", "evil"):
+        os.chmod(os.path.join(b.rootfs, name), 0o755)
+    # the attacker brings what the runtime's binary needs to start in the
+    # container (its loader, libraries, and for hutch the Python library), so that
+    # it runs there for a second; here they are read-only binds of the host's
+    cid = b.new_id()
+    cfg = _cfg(cid, args=("/attack",))
+    for d in ("lib", "lib64"):
+        os.symlink(f"usr/{d}", os.path.join(b.rootfs, d))
+    for d in ("/usr/lib/x86_64-linux-gnu", "/usr/lib64",
+              f"/usr/lib/python{sys.version_info[0]}.{sys.version_info[1]}"):
+        if os.path.isdir(d):
+            cfg["mounts"].append({"destination": d, "type": "bind", "source": d,
+                                  "options": ["rbind", "ro"]})
+    cfg["process"]["env"].append(f"CLEAR={int(clear_immutable)}")
+    extra = ["CAP_DAC_OVERRIDE", "CAP_FOWNER"]
+    if clear_immutable:
+        extra.append("CAP_LINUX_IMMUTABLE")
+    for k in ("bounding", "effective", "permitted"):
+        cfg["process"]["capabilities"][k] += extra
+    backup = os.path.join(b.dir, "runtime-binary.bak")
+    shutil.copy2(exe, backup)
+    immutable = "i" in subprocess.run(["lsattr", exe], capture_output=True,
+                                      text=True).stdout.split(" ")[0]
+    try:
+        with _container(b, cfg, cid):
+            time.sleep(0.3)
+            p = b.rt("exec", cid, "/evil", timeout=30)
+            result = ""
+            for _ in range(100):       # the attacker reports once the exec ended
+                try:
+                    with open(os.path.join(b.rootfs, "result")) as f:
+                        result = f.read()
+                except FileNotFoundError:
+                    pass
+                if "write-failed" in result or "overwritten" in result:
+                    break
+                time.sleep(0.05)
+    finally:
+        with open(exe, "rb") as f:
+            after = hashlib.sha256(f.read()).hexdigest()
+        if after != before:       # the defence failed: put the binary back first
+            subprocess.run(["chattr", "-i", exe], capture_output=True)
+            shutil.copy2(backup, exe + ".restore")
+            os.replace(exe + ".restore", exe)
+        if immutable:             # and its flag, if the attack cleared it
+            subprocess.run(["chattr", "+i", exe], capture_output=True)
+        os.unlink(backup)
+    assert after == before, "the runtime's binary on the host was overwritten"
+    return result
+
+
+def test_exec_cannot_overwrite_the_runtime_binary(bundle):
+    result = _exec_attack(bundle, clear_immutable=False)
+    assert "holding" in result, result     # the attacker did reach the binary
+    assert "write-failed" in result and "overwritten" not in result, result
+
+
+def test_exec_cannot_overwrite_it_even_with_cap_linux_immutable(bundle):
+    """A container that may clear the immutable flag gets the read-only clone."""
+    result = _exec_attack(bundle, clear_immutable=True)
+    assert "holding" in result, result     # the attacker did reach the binary
+    assert "write-failed" in result and "overwritten" not in result, result
+    assert "cleared" not in result.split(), result

@@ -11,6 +11,16 @@ non-dumpable, which keeps container processes out of /proc/<pid>/{exe,mem,fd}.
 Only the process that enters the container needs this (see
 :mod:`hutch.process.helper`); the hutch command itself stays in the host's pid
 namespace and is made non-dumpable.
+
+The re-exec costs an interpreter start (~7 ms) on the critical path of every
+create and exec.  ``setup.sh`` therefore installs the interpreter hutch runs from
+as an *immutable* file (FS_IMMUTABLE_FL, /usr/local/lib/hutch/bin/python3): no
+process can open an immutable file for writing, root included, until the flag is
+cleared, and clearing it needs CAP_LINUX_IMMUTABLE in the host's user namespace.
+When hutch runs from such a file, the helper is a plain fork, unless a process in
+the container may hold that capability (``strict``): a container without a user
+namespace whose capabilities include CAP_LINUX_IMMUTABLE, or leave capabilities
+unset (then its root keeps them all).  Those still get the read-only clone.
 """
 
 import os
@@ -18,9 +28,50 @@ import os
 from . import kernel as K
 
 
+FS_IOC_GETFLAGS = 0x80086601
+FS_IMMUTABLE_FL = 0x10
+
+
 def is_guarded():
     """True if this interpreter already runs from a read-only mount."""
     return bool(os.statvfs("/proc/self/exe").f_flag & os.ST_RDONLY)
+
+
+def is_immutable(path="/proc/self/exe"):
+    """True if ``path`` is a root-owned file with the immutable flag set."""
+    import fcntl
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    except OSError:
+        return False
+    try:
+        if os.fstat(fd).st_uid != 0:
+            return False
+        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+        return bool(int.from_bytes(buf[:4], "little") & FS_IMMUTABLE_FL)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def needs_reexec(strict=False):
+    """Whether a process that enters a container must re-exec from a read-only
+    clone (see the module doc).  Decided in the parent, before the fork."""
+    if is_guarded():
+        return False
+    return strict or not is_immutable()
+
+
+def may_clear_immutable(capabilities, userns):
+    """True if the container's processes may hold CAP_LINUX_IMMUTABLE in the
+    host's user namespace (``capabilities``: the process's sets, None if unset)."""
+    if userns:
+        return False
+    if capabilities is None:
+        return True
+    return any("LINUX_IMMUTABLE" in c.upper() for names in capabilities.values()
+               for c in names)
 
 
 def guarded_exe_fd():

@@ -111,13 +111,13 @@ def _read_db(path):
             if line and not line.startswith("#")]
 
 
-def resolve_user(proc):
+def resolve_user(proc, etc="/etc"):
     """Turns ``user_name`` / ``group_name`` (from `exec --user name[:group]`) into
     ids using the container's /etc/passwd and /etc/group, as runc does.  A numeric
     uid needs no entry."""
     name, group = proc.get("user_name"), proc.get("group_name")
     if name is not None:
-        for f in _read_db("/etc/passwd"):
+        for f in _read_db(etc + "/passwd"):
             if len(f) >= 4 and f[0] == name and f[2].isdigit() and f[3].isdigit():
                 proc["uid"] = int(f[2])
                 if group is None:
@@ -127,7 +127,7 @@ def resolve_user(proc):
             raise HutchError(f"unable to find user {name}: no matching entries in "
                              "passwd file", 2)
     if group is not None:
-        for f in _read_db("/etc/group"):
+        for f in _read_db(etc + "/group"):
             if len(f) >= 3 and f[0] == group and f[2].isdigit():
                 proc["gid"] = int(f[2])
                 break

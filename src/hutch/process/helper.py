@@ -29,14 +29,18 @@ class Helper:
     def __init__(self, pid, sock):
         self.pid = pid
         self.sock = sock
+        self.strict = False     # guarded even against CAP_LINUX_IMMUTABLE
 
     @classmethod
-    def start(cls, close=(), kind="create"):
+    def start(cls, close=(), kind="create", strict=False):
         """``close``: fds of the caller that the helper must not keep, such as the
         state directory's lock (it must not outlive `hutch create`).  ``kind``:
         "create" (the helper becomes the container's init) or "enter" (it enters
         a running container, :mod:`hutch.process.enter`); it decides what the
-        helper imports while it waits."""
+        helper imports while it waits.  ``strict``: re-exec from a read-only
+        clone even when the interpreter is immutable (see exeguard)."""
+        from ..linux.exeguard import needs_reexec
+        reexec = needs_reexec(strict)
         psock, csock = channel.socketpair()
         pid = os.fork()
         if pid == 0:
@@ -46,8 +50,10 @@ class Helper:
                 os.close(psock)
                 for fd in close:
                     os.close(fd)
-                from ..linux import exeguard
-                exe = exeguard.guarded_exe_fd()
+                exe = None
+                if reexec:
+                    from ..linux import exeguard
+                    exe = exeguard.guarded_exe_fd()
                 if exe is None:
                     serve(csock, kind)
                 os.set_inheritable(csock, True)
@@ -62,7 +68,9 @@ class Helper:
                 finally:
                     os._exit(1)
         os.close(csock)
-        return cls(pid, psock)
+        h = cls(pid, psock)
+        h.strict = reexec or not needs_reexec(True)
+        return h
 
     def close(self):
         """Dismisses an unused helper: it sees EOF and exits; it is reaped here."""
@@ -85,11 +93,15 @@ def prestart(kind="create"):
     return _prestarted
 
 
-def take(close=(), kind="create"):
-    """The prestarted helper, or a new one."""
+def take(close=(), kind="create", strict=False):
+    """The prestarted helper, or a new one (also when ``strict`` asks for more
+    than the prestarted one has: see :mod:`hutch.linux.exeguard`)."""
     global _prestarted
     h, _prestarted = _prestarted, None
-    return h if h is not None else Helper.start(close, kind)
+    if h is not None and strict and not h.strict:
+        h.close()
+        h = None
+    return h if h is not None else Helper.start(close, kind, strict)
 
 
 def dismiss():
