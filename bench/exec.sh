@@ -6,9 +6,14 @@ set -eu
 RUNS=${1:-50}
 HERE=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$(mktemp -d /tmp/hutch-bench.XXXXXX)
-RTS=""
+STARTED=""
 cleanup() {
-    for r in $RTS; do $r delete -f bx >/dev/null 2>&1 || true; done
+    for rt in $STARTED; do
+        case $rt in
+            hutch) "$HERE/.venv/bin/hutch-fast" --root "$WORK/hutch" delete -f bx ;;
+            *) $rt --root "$WORK/$rt" delete -f bx ;;
+        esac >/dev/null 2>&1 || true
+    done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -25,13 +30,16 @@ for rt in hutch runc crun; do
         hutch) R="$HERE/.venv/bin/hutch-fast --root $WORK/hutch" ;;
         *) command -v $rt >/dev/null || continue; R="$rt --root $WORK/$rt" ;;
     esac
-    if ! $R run -d bx </dev/null >"$WORK/$rt.err" 2>&1; then
+    # a bundle and a top-level cgroup of its own per runtime
+    mkdir -p "$WORK/$rt-bundle"
+    sed "s|\"linux\": {|\"linux\": {\"cgroupsPath\": \"/hutch-bench-exec-$rt\",|; s|\"path\": \"rootfs\"|\"path\": \"$B/rootfs\"|" \
+        "$B/config.json" > "$WORK/$rt-bundle/config.json"
+    STARTED="$STARTED $rt"
+    if ! $R run -d -b "$WORK/$rt-bundle" bx </dev/null >"$WORK/$rt.err" 2>&1; then
         echo "$rt cannot run on this machine, left out: $(tail -n1 "$WORK/$rt.err")"
         $R delete -f bx >/dev/null 2>&1 || true
         continue
     fi
-    RTS="$RTS '$R'"
-    RTS="$RTS"
     set -- "$@" -n "$rt exec /bin/true" "$R exec bx /bin/true"
 done
 "$@" >/dev/null
