@@ -51,8 +51,13 @@ def _init_pid(b, cid):
 
 
 def _detached_exec(b, cid, *args):
+    """``args``: exec options, then the command."""
     pidfile = os.path.join(b.dir, f"exec-{time.monotonic_ns()}.pid")
-    p = b.rt("exec", "--detach", "--pid-file", pidfile, cid, *args)
+    opts = []
+    while args and args[0].startswith("--"):
+        opts += args[:2]
+        args = args[2:]
+    p = b.rt("exec", "--detach", "--pid-file", pidfile, *opts, cid, *args)
     assert p.returncode == 0, p.stderr
     with open(pidfile) as f:
         return int(f.read())
@@ -112,6 +117,35 @@ def test_exec_sits_in_the_container_cgroups_and_their_limits_apply(bundle):
         assert started and max(started) < 15, p.stdout
         with open(f"{CG}/pids/hutch-t-{cid}/pids.current") as f:
             assert int(f.read()) <= 10
+
+
+def test_exec_into_a_sub_cgroup(bundle):
+    b = bundle
+    cid = b.new_id()
+    with _container(b, _cfg(cid), cid):
+        sub = f"{CG}/memory/hutch-t-{cid}/side"
+        os.mkdir(sub)
+        pid = _detached_exec(b, cid, "--cgroup", "memory:side", "sleep", "30")
+        with open(f"/proc/{pid}/cgroup") as f:
+            got = {c: path for _, c, path in (ln.strip().split(":", 2) for ln in f)}
+        assert got["memory"] == f"/hutch-t-{cid}/side"
+        assert got["pids"] == f"/hutch-t-{cid}"
+        p = b.rt("exec", "--cgroup", "memory:nope", cid, "true")
+        assert p.returncode != 0
+
+
+def test_exec_into_a_created_container(bundle):
+    """Before start, exec already joins the init's namespaces."""
+    b = bundle
+    cid = b.new_id()
+    b.write(_cfg(cid))
+    assert b.rt("create", "--bundle", b.dir, cid).returncode == 0
+    try:
+        p = b.rt("exec", cid, "hostname")
+        assert p.returncode == 0 and p.stdout == "exec-box\n", p.stderr
+        assert json.loads(b.rt("state", cid).stdout)["status"] == "created"
+    finally:
+        b.rt("delete", "--force", cid)
 
 
 def test_exec_gets_the_init_confinement_and_cap_adds(bundle):

@@ -67,3 +67,19 @@ def test_hutch_enter_joins_the_namespaces_of_a_pid(bundle):
     assert p.stdout.split() == ["entered", "CapEff:", "0000000000000020"]
     p = b.rt("enter", "--pid", "999999999", "--", "true")
     assert p.returncode == 255 and "no process with pid" in p.stderr
+
+
+def test_exec_refuses_lsm_labels_the_host_cannot_apply(bundle):
+    b = bundle
+    b.write(base_config(["sleep", "1000"]))
+    cid = b.new_id()
+    assert b.rt("run", "-d", "--bundle", b.dir, cid).returncode == 0
+    from hutch import lsm
+    for flag, name, active in (("--apparmor", "AppArmor", lsm.apparmor_active()),
+                               ("--process-label", "SELinux", lsm.selinux_active())):
+        # an unknown label fails either way; where the LSM is absent, it says so
+        p = b.rt("exec", flag, "no-such-label", cid, "true")
+        assert p.returncode == 255, p.stderr
+        assert len(p.stderr.strip().splitlines()) == 1
+        if not active:
+            assert f"{name} is not enabled on this host" in p.stderr
