@@ -8,8 +8,10 @@ HERE=$(pwd)
 # --- system packages -------------------------------------------------------------
 # python3 (>= 3.11) and venv; busybox-static builds the test image; runc is the
 # reference runtime the conformance tests and benchmarks compare against;
-# hyperfine runs the benchmarks; iproute2 is used by the network tests.
-PKGS="python3 python3-venv busybox-static runc hyperfine iproute2"
+# hyperfine runs the benchmarks; iproute2 is used by the network tests; libseccomp2
+# compiles seccomp profiles; golang-github-containers-common has Podman's default
+# seccomp profile, which the tests load.
+PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

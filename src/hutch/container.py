@@ -47,9 +47,6 @@ def validate(cfg):
     if cfg.process.capabilities:
         capabilities.check_available(cfg.process.capabilities,
                                      capabilities.current_bounding())
-    if cfg.seccomp is not None:
-        raise ConfigError("config.json: linux.seccomp: seccomp filters are not supported "
-                          "by this version of hutch yet; remove the seccomp section", 95)
     from . import lsm
     lsm.check(cfg.process.apparmor_profile, cfg.process.selinux_label,
               "config.json: process")
@@ -122,7 +119,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         validate(cfg)
         mgr.apply(cfg.resources, device_nodes=cfg.devices)
         nlisten = listen_fds()
-        proc = _process_plan(cfg.process)
+        prog = None
+        if cfg.seccomp is not None:
+            from . import seccomp
+            prog = seccomp.compile(cfg.seccomp)
+        proc = _process_plan(cfg.process, prog)
         if nlisten:
             proc["env"] = proc["env"] + [f"LISTEN_FDS={nlisten}", "LISTEN_PID=1"]
         join = open_join_fds(cfg.namespaces)
@@ -160,10 +161,10 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             state["starttime"] = st[1] if st else 0
             cdir.save()
 
-        def hooks_state(p):
-            return jsonlite.dumps({"ociVersion": cfg.oci_version, "id": cid,
-                                   "status": "creating", "pid": p, "bundle": bundle,
-                                   "annotations": cfg.annotations})
+        def hooks_state(p, as_json=True):
+            st = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
+                  "pid": p, "bundle": bundle, "annotations": cfg.annotations}
+            return jsonlite.dumps(st) if as_json else st
 
         join, csock = [], -1      # spawn owns (and closes) the plan's fds now
         h, helper_h = None, h
@@ -171,9 +172,12 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         state["status"] = "created"
         # what `hutch exec` needs to give its processes the init's confinement
         state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
-            "args", "terminal", "console_size")},
+            "args", "terminal", "console_size", "seccomp")},
             "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring,
             "strict_guard": strict}
+        if prog is not None:
+            from .seccomp import to_state
+            state["exec"]["process"]["seccomp"] = to_state(prog)
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))

@@ -34,6 +34,9 @@ def base_process(info):
     proc = _blank_process()
     proc.update({k: v for k, v in info["process"].items() if k in CREATE_KEYS})
     proc["rlimits"] = [tuple(r) for r in proc["rlimits"]]
+    if proc["seccomp"] is not None:
+        from .seccomp import from_state
+        proc["seccomp"] = from_state(proc["seccomp"])
     return proc
 
 
@@ -151,7 +154,11 @@ def _exec_info(d):
     from .container import _process_plan
     from .spec.config import load_config
     cfg = load_config(d["bundle"])
-    proc = _process_plan(cfg.process)
+    prog = None
+    if cfg.seccomp is not None:
+        from .seccomp import compile
+        prog = compile(cfg.seccomp)
+    proc = _process_plan(cfg.process, prog)
     return {"process": proc, "namespaces": sorted(cfg.namespaces),
             "no_new_keyring": False}
 
@@ -236,7 +243,10 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
             # exec must re-exec from the read-only clone too
             strict = True
             _record_strict(root, cid)
-    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict)
+    notify_state = cdir.oci_state() if proc["seccomp"] and proc["seccomp"]["notify"] \
+        else None
+    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict,
+                     notify_state)
 
 
 def _record_strict(root, cid):
@@ -248,7 +258,7 @@ def _record_strict(root, cid):
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
-              console_socket=None, strict=True):
+              console_socket=None, strict=True, notify_state=None):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it."""
     from .container import _connect
@@ -297,6 +307,9 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
             raise HutchError(msg["msg"], msg.get("errno"))
         child = msg["pid"]
         msg = channel.recv(sock)      # EOF: the program was exec'd
+        if msg is not None and msg.get("t") == "seccomp":
+            _pass_notify_fd(sock, proc["seccomp"], child, notify_state)
+            msg = channel.recv(sock)
         if msg is not None and msg.get("t") == "error":
             raise HutchError(msg["msg"], msg.get("errno"))
         if pid_file:
@@ -324,6 +337,18 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         return 0
     master = runner._recv_master(proxy) if proxy >= 0 else None
     return runner.wait_child(child, master)
+
+
+def _pass_notify_fd(sock, prog, pid, state):
+    from .process import channel
+    from .seccomp import send_to_listener
+    fd = channel.recv_fds(sock, 1)[0]
+    try:
+        send_to_listener(prog["listener_path"], fd, pid, state or {},
+                         prog["listener_metadata"])
+    finally:
+        os.close(fd)
+    channel.send(sock, {"t": "ok"})
 
 
 # --- enter ----------------------------------------------------------------------

@@ -5,8 +5,26 @@ Print the OCI features document: exactly what this hutch supports."""
 import sys
 
 
+def _seccomp():
+    """What libseccomp (which hutch compiles profiles with) offers here."""
+    from .. import seccomp
+    try:
+        seccomp._libseccomp()
+    except Exception:   # noqa: BLE001 - reported as not enabled
+        return {"enabled": False}
+    arches = ["SCMP_ARCH_" + a.upper() for a in (
+        "x86", "x86_64", "x32", "arm", "aarch64", "mips", "mips64", "mips64n32",
+        "mipsel", "mipsel64", "mipsel64n32", "ppc", "ppc64", "ppc64le", "riscv64",
+        "s390", "s390x")
+        if seccomp._libseccomp().seccomp_arch_resolve_name(a.encode())]
+    return {"enabled": True, "actions": sorted(seccomp.ACTIONS),
+            "operators": sorted(seccomp.OPS), "archs": arches,
+            "knownFlags": sorted(seccomp.FLAGS), "supportedFlags": sorted(seccomp.FLAGS)}
+
+
 def features():
     from .. import OCI_VERSION, capabilities
+    from .. import lsm
     from ..rootfs.mounts import _ATTRS, _ATIME, _PROPAGATION, _SB_FLAGS
     opts = sorted(set(_ATTRS) | {"r" + a for a in _ATTRS} | set(_ATIME) |
                   {"atime", "norelatime", "nostrictatime"} | set(_PROPAGATION) |
@@ -23,9 +41,9 @@ def features():
             "capabilities": list(capabilities.NAMES),
             "cgroup": {"v1": True, "v2": True, "systemd": False, "systemdUser": False,
                        "rdma": False},
-            "seccomp": {"enabled": False},
-            "apparmor": {"enabled": False},
-            "selinux": {"enabled": False},
+            "seccomp": _seccomp(),
+            "apparmor": {"enabled": lsm.apparmor_active()},
+            "selinux": {"enabled": lsm.selinux_active()},
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },

@@ -34,7 +34,7 @@ def preload():
     """Everything the child needs, imported before the container's mounts hide
     the host's Python library."""
     from . import finalize, init  # noqa: F401
-    from .. import capabilities, lsm  # noqa: F401
+    from .. import capabilities, lsm, seccomp  # noqa: F401
     import fcntl, resource, struct  # noqa: F401,E401
     K._lib()
 
@@ -93,6 +93,9 @@ def child(plan, sock, hostproc, console_sock):
     else:
         proc["cwd"] = os.getcwd()
     exe, env = finalize.prepare_exec(proc)
+    if proc["seccomp"] and proc["seccomp"]["notify"]:
+        from .init import send_notify_fd
+        send_notify_fd(k, proc, sock)
     if console is not None:
         finalize.take_console(console)
     keep = plan["keep_fds"]

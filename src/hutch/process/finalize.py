@@ -206,6 +206,25 @@ def reset_signals():
     signal.pthread_sigmask(signal.SIG_SETMASK, ())
 
 
+def cloexec_from(k, first):
+    """Marks every fd from ``first`` up close-on-exec: close_range, or, where a
+    seccomp profile denies it, each fd listed in /proc/self/fd."""
+    try:
+        k.close_range(first, 0xFFFFFFFF, K.CLOSE_RANGE_CLOEXEC)
+        return
+    except OSError as e:
+        if e.errno not in (1, 38):      # EPERM, ENOSYS: the filter said no
+            raise
+    import fcntl
+    for name in os.listdir("/proc/self/fd"):
+        fd = int(name)
+        if fd >= first:
+            try:
+                fcntl.fcntl(fd, fcntl.F_SETFD, fcntl.FD_CLOEXEC)
+            except OSError:
+                pass
+
+
 def exec_process(k, proc, exe, env, keep_fds, procfd=None):
     """``procfd``: the host's procfs, needed only when an LSM label is set."""
     from .. import capabilities as C
@@ -214,6 +233,13 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
     if proc.get("apparmor") or proc.get("selinux"):
         from .. import lsm
         lsm.apply_exec_labels(procfd, proc.get("apparmor"), proc.get("selinux"))
+    sec = proc.get("seccomp")
+    if sec and not proc["no_new_privileges"]:
+        # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
+        # while the capabilities are still there
+        from .. import seccomp
+        seccomp.load(k, sec)
+        sec = None
     if caps is not None:
         C.drop_bounding(k, C.mask(caps.get("bounding", ())))
     try:
@@ -242,10 +268,11 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
         pass    # entered as root already; the user may lack search permission
     if proc["no_new_privileges"]:
         k.prctl(K.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
-    if proc.get("seccomp"):
-        k.seccomp_set_filter(proc["seccomp"])
+    if sec:
+        from .. import seccomp
+        seccomp.load(k, sec)      # as late as possible: right before execve
     # nothing of hutch's own reaches the program: every fd past the kept ones closes
-    k.close_range(keep_fds, 0xFFFFFFFF, K.CLOSE_RANGE_CLOEXEC)
+    cloexec_from(k, keep_fds)
     for fd in range(3, keep_fds):
         try:
             os.set_inheritable(fd, True)

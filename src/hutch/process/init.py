@@ -40,6 +40,7 @@ def preload():
     helper does this while the parent works) and before pivot_root (after it, the
     host's Python library is out of reach)."""
     from .. import capabilities, hooks, jsonlite, lsm, network, namespaces  # noqa: F401
+    from .. import seccomp  # noqa: F401
     from ..rootfs import setup  # noqa: F401
     from . import finalize  # noqa: F401
     import _socket, fcntl, resource, struct  # noqa: F401,E401
@@ -76,6 +77,22 @@ def stage1(plan, sock):
         os._exit(0)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
+
+
+def send_notify_fd(k, proc, sock):
+    """Loads a filter with SCMP_ACT_NOTIFY rules now, and sends its listener fd to
+    the hutch command (which passes it to listenerPath)."""
+    from .. import seccomp
+    fd = seccomp.load(k, proc["seccomp"])
+    proc["seccomp"] = None
+    try:
+        channel.send(sock, {"t": "seccomp"})
+        channel.send_fds(sock, [fd])
+    finally:
+        os.close(fd)
+    reply = channel.recv(sock)
+    if reply is None or reply.get("t") != "ok":
+        os._exit(1)
 
 
 def state_json(plan, pid, status):
@@ -147,6 +164,8 @@ def stage2(plan, sock):
     except OSError as e:
         raise HutchError(f"chdir to cwd ({proc['cwd']!r}) set in config.json failed: "
                          f"{e.strerror}", e.errno) from None
+    if proc["seccomp"] and proc["seccomp"]["notify"]:
+        send_notify_fd(k, proc, sock)
     channel.send(sock, {"t": "ready"})
     os.close(sock)
     # wait for `hutch start`: opening the fifo for writing blocks until it reads

@@ -57,6 +57,17 @@ def spawn(plan, h, on_pid, hooks_state):
                 hooks.run_hooks(plan["hooks"], "prestart", state)
                 hooks.run_hooks(plan["hooks"], "createRuntime", state)
                 channel.send(psock, {"t": "ok"})
+            elif t == "seccomp":      # a notify filter: its fd goes to the listener
+                from ..seccomp import send_to_listener
+                fd = channel.recv_fds(psock, 1)[0]
+                prog = plan["process"]["seccomp"]
+                try:
+                    send_to_listener(prog["listener_path"], fd, c2,
+                                     hooks_state(c2, as_json=False),
+                                     prog["listener_metadata"])
+                finally:
+                    os.close(fd)
+                channel.send(psock, {"t": "ok"})
             elif t == "ready":
                 return c2
     except BaseException:
