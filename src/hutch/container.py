@@ -70,11 +70,34 @@ def listen_fds():
         return 0
 
 
+def _user_name(uid):
+    import pwd
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def is_rootless(flag="auto"):
+    """--rootless true|false|auto: auto means "not root"."""
+    return flag == "true" or (flag == "auto" and os.geteuid() != 0)
+
+
+def _wants_limits(resources):
+    """True if linux.resources asks for anything but the device list (which a
+    user namespace enforces anyway: no mknod, no device access beyond the host's
+    own permissions)."""
+    return any(v not in (None, {}, []) for k, v in (resources or {}).items()
+               if k != "devices")
+
+
 def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False,
-           no_new_keyring=False, preserve_fds=0, cfg=None, console_fd=-1):
+           no_new_keyring=False, preserve_fds=0, cfg=None, console_fd=-1,
+           rootless=None):
     """Creates a container from the bundle's config.json (or from ``cfg``, a
     parsed Config, as the sandbox does).  ``console_fd`` is an already connected
-    console socket (used by `run` when it proxies the terminal itself)."""
+    console socket (used by `run` when it proxies the terminal itself).
+    ``rootless``: None means "if not root"."""
     from .cgroups.manager import Manager
     from .hooks import hooks_to_plain
     from .namespaces import new_flags, open_join_fds, time_offsets_text
@@ -85,11 +108,16 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     bundle = os.path.abspath(bundle)
     if cfg is None:
         cfg = load_config(bundle)
+    if rootless is None:
+        rootless = is_rootless()
+    if rootless and not cfg.new_ns("user") and not cfg.has_ns("user"):
+        raise ConfigError("config.json: linux.namespaces: rootless containers need a "
+                          "user namespace (hutch spec --rootless writes one)", 1)
     cdir = ContainerDir(root, cid)
     cdir.make()
     state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
              "bundle": bundle, "rootfs": cfg.root_path, "created": now_rfc3339(),
-             "annotations": cfg.annotations, "owner": "",
+             "annotations": cfg.annotations, "owner": _user_name(os.geteuid()),
              "hooks": hooks_to_plain({k: v for k, v in cfg.hooks.items()
                                       if k in ("poststart", "poststop")})}
     mgr = None
@@ -104,8 +132,27 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         mgr = Manager.for_container(cid, cfg.cgroups_path)
         state["cgroup"] = mgr.to_state()
         cdir.save()
-        mgr.create()
-        state["cgroup"] = mgr.to_state()
+        try:
+            mgr.create()
+        except HutchError as e:
+            if not rootless or e.errno not in (1, 13, 30):
+                raise
+            # rootless, and the cgroup tree is not delegated to this user
+            if _wants_limits(cfg.resources):
+                raise HutchError(f"rootless: linux.resources needs cgroups, but {e} "
+                                 "(the cgroup tree is not delegated to uid "
+                                 f"{os.geteuid()}); remove linux.resources or run as "
+                                 "root", e.errno) from None
+            from .log import warn
+            warn(f"rootless: running without cgroups ({e}): uid {os.geteuid()} has "
+                 "no delegated cgroup tree, so limits, pause, update and stats are "
+                 "unavailable")
+            try:
+                mgr.destroy()
+            except HutchError:
+                pass
+            mgr = None
+        state["cgroup"] = mgr.to_state() if mgr else None
         cdir.save()
         # the helper that becomes the init joins the cgroups first, while it is
         # still starting up: the first cgroup migration can wait for an RCU grace
@@ -115,9 +162,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
                                      cfg.has_ns("user"))
         h = helper.take(close=(cdir.lock_fd,), strict=strict)
-        mgr.add(h.pid)
+        if mgr is not None:
+            mgr.add(h.pid)
         validate(cfg)
-        mgr.apply(cfg.resources, device_nodes=cfg.devices)
+        if mgr is not None:
+            mgr.apply(cfg.resources, device_nodes=cfg.devices)
         nlisten = listen_fds()
         prog = None
         if cfg.seccomp is not None:
@@ -139,7 +188,8 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             "devices": cfg.devices, "masked_paths": cfg.masked_paths,
             "readonly_paths": cfg.readonly_paths, "new_mountns": cfg.new_ns("mount"),
             "userns": cfg.has_ns("user"), "new_user": cfg.new_ns("user"),
-            "new_cgroupns": cfg.new_ns("cgroup"), "cgroup_paths": mgr.paths,
+            "new_cgroupns": cfg.new_ns("cgroup"),
+            "cgroup_paths": mgr.paths if mgr else {}, "rootless": rootless,
             "hostname": cfg.hostname, "domainname": cfg.domainname,
             "sysctl": cfg.sysctl, "join": join,
             "join_paths": {t: p for t, p in cfg.namespaces.items() if p},
@@ -418,7 +468,8 @@ def _running_manager(cdir, verb):
     if status == "stopped":
         raise NotRunning("container not running", 3)
     if not d.get("cgroup"):
-        raise HutchError(f"cannot {verb}: the container has no cgroup", 95)
+        raise HutchError(f"cannot {verb} container {cdir.id}: it has no cgroups (it "
+                         "was created rootless, without cgroup delegation)", 95)
     return Manager.from_state(d["cgroup"]), status
 
 
@@ -443,8 +494,29 @@ def resume(root, cid):
 def pids(root, cid):
     """Every pid in the container's cgroup (host pids)."""
     cdir = load(root, cid, lock=False)
+    d = cdir.data
+    if not d.get("cgroup") and cdir.status() != "stopped":
+        return _pidns_members(d["pid"])
     mgr, _ = _running_manager(cdir, "list the processes of")
     return mgr.pids()
+
+
+def _pidns_members(init):
+    """Without cgroups (rootless): every process in the init's pid namespace."""
+    try:
+        ns = os.stat(f"/proc/{init}/ns/pid")
+    except OSError:
+        return []
+    out = []
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                st = os.stat(f"/proc/{name}/ns/pid")
+            except OSError:
+                continue
+            if (st.st_ino, st.st_dev) == (ns.st_ino, ns.st_dev):
+                out.append(int(name))
+    return sorted(out)
 
 
 def update(root, cid, resources):

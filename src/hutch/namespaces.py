@@ -97,9 +97,17 @@ def id_map_text(mappings):
     return "".join(f"{c} {h} {s}\n" for c, h, s in mappings)
 
 
-def write_id_maps(pid, uid_mappings, gid_mappings):
-    """Written by the parent (root on the host) for the child that created the
-    user namespace."""
+def write_id_maps(pid, uid_mappings, gid_mappings, rootless=False):
+    """Written by the parent for the child that created the user namespace.
+
+    Root writes any map.  Rootless, an unprivileged user may map only its own
+    uid and gid (one id each, and only after denying setgroups); anything more
+    goes through newuidmap/newgidmap (the uidmap package), which map the ranges
+    /etc/subuid and /etc/subgid grant the user."""
+    if rootless:
+        _rootless_map(pid, "uid", uid_mappings, os.geteuid())
+        _rootless_map(pid, "gid", gid_mappings, os.getegid())
+        return
     try:
         with open(f"/proc/{pid}/uid_map", "w") as f:
             f.write(id_map_text(uid_mappings))
@@ -108,6 +116,34 @@ def write_id_maps(pid, uid_mappings, gid_mappings):
     except OSError as e:
         raise HutchError(f"write the user namespace id maps: {e.strerror}",
                          e.errno) from None
+
+
+def _rootless_map(pid, kind, mappings, own):
+    if [tuple(m[1:]) for m in mappings] == [(own, 1)]:
+        try:
+            if kind == "gid":
+                with open(f"/proc/{pid}/setgroups", "w") as f:
+                    f.write("deny")
+            with open(f"/proc/{pid}/{kind}_map", "w") as f:
+                f.write(id_map_text(mappings))
+        except OSError as e:
+            raise HutchError(f"write the user namespace {kind} map: {e.strerror}",
+                             e.errno) from None
+        return
+    import shutil
+    import subprocess
+    tool = shutil.which(f"new{kind}map")
+    if tool is None:
+        raise HutchError(f"rootless: linux.{kind}Mappings maps more than your own "
+                         f"{kind} ({own}), which needs new{kind}map from the uidmap "
+                         f"package; install it, or map only {own}", 2)
+    argv = [tool, str(pid)] + [str(x) for m in mappings for x in m]
+    p = subprocess.run(argv, capture_output=True, text=True)
+    if p.returncode != 0:
+        why = (p.stderr.strip().splitlines() or ["failed"])[-1]
+        raise HutchError(f"rootless: new{kind}map refused linux.{kind}Mappings "
+                         f"({id_map_text(mappings).strip()!r}): {why} (see /etc/sub"
+                         f"{kind} for the ranges granted to you)", 1)
 
 
 def time_offsets_text(offsets):

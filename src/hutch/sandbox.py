@@ -18,8 +18,11 @@ ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 
 class Sandbox:
     def __init__(self, args, rootfs=None, binds=(), hostname="sandbox", env=(),
-                 cwd=None, root=None):
+                 cwd=None, root=None, rootless=None):
         self.args = list(args)
+        if rootless is None:
+            rootless = os.geteuid() != 0
+        self.rootless = rootless
         self.rootfs = os.path.abspath(rootfs) if rootfs else "/"
         self.binds = list(binds)        # (source, destination, readonly)
         self.hostname = hostname
@@ -54,7 +57,7 @@ class Sandbox:
         caps = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE", "CAP_CHOWN",
                 "CAP_DAC_OVERRIDE", "CAP_FOWNER", "CAP_FSETID", "CAP_SETUID",
                 "CAP_SETGID", "CAP_SETPCAP", "CAP_NET_RAW", "CAP_SYS_CHROOT"]
-        return {
+        cfg = {
             "ociVersion": "1.2.0",
             "process": {"terminal": False, "user": {"uid": 0, "gid": 0},
                         "args": self.args, "env": env, "cwd": cwd,
@@ -70,6 +73,17 @@ class Sandbox:
                 "maskedPaths": MASKED, "readonlyPaths": READONLY,
             },
         }
+        if self.rootless:
+            # the caller's own uid and gid are root inside; no cgroups
+            lin = cfg["linux"]
+            lin["namespaces"] = [n for n in lin["namespaces"] if n["type"] != "cgroup"]
+            lin["namespaces"].append({"type": "user"})
+            lin["uidMappings"] = [{"containerID": 0, "hostID": os.geteuid(), "size": 1}]
+            lin["gidMappings"] = [{"containerID": 0, "hostID": os.getegid(), "size": 1}]
+            for m in cfg["mounts"]:
+                if m["type"] == "devpts":      # gid 5 is not mapped
+                    m["options"] = [o for o in m["options"] if o != "gid=5"]
+        return cfg
 
     def run(self):
         """Runs the command; returns its exit status (128+N for signal N)."""
@@ -78,4 +92,4 @@ class Sandbox:
         root = self.root or default_root()
         cid = f"sandbox-{os.getpid()}-{os.urandom(3).hex()}"
         cfg = parse_config(self.config(), "sandbox")
-        return runner.run(root, cid, "/", cfg=cfg)
+        return runner.run(root, cid, "/", cfg=cfg, rootless=self.rootless)

@@ -68,6 +68,10 @@ class Globals:
         self.criu = opts["criu"]
         self.rootless = opts["rootless"] or "auto"
 
+    def is_rootless(self):
+        from ..container import is_rootless
+        return is_rootless(self.rootless)
+
     def check_cgroup_driver(self):
         if self.systemd_cgroup:
             if not os.path.isdir("/run/systemd/system"):

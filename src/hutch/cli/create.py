@@ -29,7 +29,7 @@ def common(g, o):
         raise HutchError("--preserve-fds must not be negative")
     return dict(console_socket=o["console_socket"], pid_file=o["pid_file"],
                 no_pivot=o["no_pivot"], no_new_keyring=o["no_new_keyring"],
-                preserve_fds=o["preserve_fds"] or 0)
+                preserve_fds=o["preserve_fds"] or 0, rootless=g.is_rootless())
 
 
 def run(g, argv):

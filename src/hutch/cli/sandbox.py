@@ -42,5 +42,5 @@ def run(g, argv):
     g.check_cgroup_driver()
     sb = Sandbox(cmd, rootfs=o["rootfs"], binds=[parse_volume(v) for v in o["volume"]],
                  hostname=o["hostname"] or "sandbox", env=o["env"], cwd=o["workdir"],
-                 root=g.root)
+                 root=g.root, rootless=g.is_rootless())
     return sb.run()

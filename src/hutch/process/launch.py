@@ -44,7 +44,8 @@ def spawn(plan, h, on_pid, hooks_state):
                 raise HutchError(msg["msg"], msg.get("errno"))
             if t == "stage1":     # only with a new user namespace
                 from ..namespaces import write_id_maps
-                write_id_maps(c1, plan["uid_mappings"], plan["gid_mappings"])
+                write_id_maps(c1, plan["uid_mappings"], plan["gid_mappings"],
+                              plan["rootless"])
                 channel.send(psock, {"t": "ok"})
             elif t == "pid":
                 c2 = msg["pid"]
