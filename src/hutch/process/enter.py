@@ -84,12 +84,7 @@ def child(plan, sock, hostproc, console_sock):
         console = open_console(proc, console_sock)
     cwd = proc["cwd"]
     if cwd is not None:
-        try:
-            os.chdir(cwd)
-        except OSError as e:
-            raise HutchError(f'chdir to cwd ("{cwd}") set in'
-                             f" {plan['source']} failed: "
-                             f"{e.strerror.lower()}", e.errno) from None
+        finalize.safe_chdir(k, cwd, plan["source"])
     else:
         proc["cwd"] = os.getcwd()
     exe, env = finalize.prepare_exec(proc)

@@ -60,6 +60,32 @@ def take_console(slave):
     fcntl.ioctl(0, TIOCSCTTY, 0)
 
 
+def safe_chdir(k, cwd, source="config.json"):
+    """chdir to ``cwd`` inside the current root, never through a /proc magic link
+    (/proc/self/fd/N could name a host directory hutch still holds: the
+    CVE-2024-21626 class), and check the result is reachable from the root."""
+    try:
+        root = os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = k.openat2(root, cwd, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC,
+                           resolve=K.RESOLVE_IN_ROOT | K.RESOLVE_NO_MAGICLINKS)
+        finally:
+            os.close(root)
+        try:
+            os.fchdir(fd)
+        finally:
+            os.close(fd)
+        here = os.getcwd()
+    except OSError as e:
+        why = "it goes through a /proc magic link, which is refused" \
+            if e.errno in (40, 18) else e.strerror.lower()
+        raise HutchError(f'chdir to cwd ("{cwd}") set in {source} failed: {why}',
+                         e.errno) from None
+    if not here.startswith("/"):
+        raise HutchError(f'chdir to cwd ("{cwd}") set in {source} failed: it is '
+                         "outside the container's root", 2)
+
+
 def set_rlimits(rlimits):
     import resource
     for res, soft, hard, name in rlimits:
@@ -263,9 +289,11 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
     if proc["umask"] is not None:
         os.umask(proc["umask"])
     try:
-        os.chdir(proc["cwd"])
-    except PermissionError:
-        pass    # entered as root already; the user may lack search permission
+        # again as the user, so that its permissions apply where they can
+        safe_chdir(k, proc["cwd"])
+    except HutchError as e:
+        if e.errno != 13:
+            raise
     if proc["no_new_privileges"]:
         k.prctl(K.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
     if sec:

@@ -159,11 +159,7 @@ def stage2(plan, sock):
     if console is not None:
         finalize.take_console(console)
     exe, env = finalize.prepare_exec(proc)
-    try:
-        os.chdir(proc["cwd"])
-    except OSError as e:
-        raise HutchError(f"chdir to cwd ({proc['cwd']!r}) set in config.json failed: "
-                         f"{e.strerror}", e.errno) from None
+    finalize.safe_chdir(k, proc["cwd"])
     if proc["seccomp"] and proc["seccomp"]["notify"]:
         send_notify_fd(k, proc, sock)
     channel.send(sock, {"t": "ready"})
