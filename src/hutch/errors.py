@@ -10,6 +10,8 @@ class HutchError(Exception):
     """
 
     def __init__(self, msg, errno=None):
+        # one line, whatever a hostile config put in the names it mentions
+        msg = msg.replace("\r", "\\r").replace("\n", "\\n")
         if errno is not None and f"errno {errno}" not in msg:
             msg = f"{msg} (errno {errno})"
         super().__init__(msg)

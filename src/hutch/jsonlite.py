@@ -47,7 +47,8 @@ def loads(text):
         obj, end = _scan(text, i)
     except StopIteration:
         raise _decode_error(text) from None
-    except ValueError:
+    except (ValueError, SystemError):
+        # SystemError: the C scanner fails to raise its own error in some builds
         raise _decode_error(text) from None
     if text[end:].strip(_WS):
         raise _decode_error(text)

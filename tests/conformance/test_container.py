@@ -45,6 +45,37 @@ def test_capabilities_and_no_new_privs(bundle):
     assert vals["NoNewPrivs"] == "1"
 
 
+def test_all_five_capability_sets_exactly(bundle):
+    """A non-root user: after execve the kernel keeps bounding and inheritable as
+    set, and permitted and effective become the ambient set (no file caps)."""
+    def m(c):
+        c["process"]["user"] = {"uid": 1000, "gid": 1000}
+        c["process"]["capabilities"] = {
+            "bounding": ["CAP_KILL", "CAP_NET_RAW", "CAP_CHOWN", "CAP_SETUID"],
+            "permitted": ["CAP_KILL", "CAP_NET_RAW", "CAP_CHOWN"],
+            "effective": ["CAP_KILL", "CAP_NET_RAW"],
+            "inheritable": ["CAP_KILL", "CAP_NET_RAW", "CAP_CHOWN"],
+            "ambient": ["CAP_KILL", "CAP_NET_RAW"]}
+    o = out(bundle.sh("grep -E '^Cap' /proc/self/status", m))
+    vals = {k: int(v, 16) for k, v in (line.split(":\t") for line in o.split("\n")
+                                       if line)}
+    kill, raw, chown, setuid = 1 << 5, 1 << 13, 1 << 0, 1 << 7
+    assert vals["CapBnd"] == kill | raw | chown | setuid
+    assert vals["CapInh"] == kill | raw | chown
+    assert vals["CapAmb"] == kill | raw
+    assert vals["CapPrm"] == vals["CapEff"] == kill | raw
+
+
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
+                   reason="runc warns and ignores unknown capabilities; hutch refuses")
+def test_unknown_capability_is_one_clear_error(bundle):
+    def m(c):
+        c["process"]["capabilities"]["effective"].append("CAP_TELEPATHY")
+    p = bundle.sh("true", m)
+    assert p.returncode != 0 and "CAP_TELEPATHY" in p.stderr
+    assert len(p.stderr.strip().splitlines()) == 1
+
+
 def test_unavailable_capability_is_refused(bundle):
     if RUNTIME_NAME != "hutch":
         pytest.skip("hutch's documented choice")

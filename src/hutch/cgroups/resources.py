@@ -300,9 +300,82 @@ class Planner:
 KNOWN = ("devices", "memory", "cpu", "pids", "blockIO", "hugepageLimits", "network",
          "rdma", "unified")
 
+I64 = (-(1 << 63), (1 << 63) - 1)
+U64 = (0, (1 << 64) - 1)
+U32 = (0, (1 << 32) - 1)
+U16 = (0, (1 << 16) - 1)
+_DEV = {"major": I64, "minor": I64}
+_SCHEMA = {
+    "memory": {"limit": I64, "reservation": I64, "swap": I64, "kernel": I64,
+               "kernelTCP": I64, "swappiness": U64, "disableOOMKiller": bool,
+               "useHierarchy": bool, "checkBeforeUpdate": bool},
+    "cpu": {"shares": U64, "quota": I64, "burst": U64, "period": U64,
+            "realtimeRuntime": I64, "realtimePeriod": U64, "cpus": str, "mems": str,
+            "idle": I64},
+    "pids": {"limit": I64},
+    "blockIO": {"weight": U16, "leafWeight": U16,
+                "weightDevice": [dict(_DEV, weight=U16, leafWeight=U16)],
+                "throttleReadBpsDevice": [dict(_DEV, rate=U64)],
+                "throttleWriteBpsDevice": [dict(_DEV, rate=U64)],
+                "throttleReadIOPSDevice": [dict(_DEV, rate=U64)],
+                "throttleWriteIOPSDevice": [dict(_DEV, rate=U64)]},
+    "hugepageLimits": [{"pageSize": str, "limit": U64}],
+    "network": {"classID": U32, "priorities": [{"name": str, "priority": U32}]},
+    "devices": [{"allow": bool, "type": str, "major": I64, "minor": I64,
+                 "access": str}],
+}
+
+
+def validate(resources, where="linux.resources"):
+    """Checks types and ranges of linux.resources (OCI's int64/uint64/...), so
+    that no absurd number reaches a cgroup file."""
+    if resources is None:
+        return
+    _check(resources, {k: _SCHEMA.get(k, "any") for k in KNOWN}, where)
+    for key in ("rdma", "unified"):
+        v = resources.get(key)
+        if v is not None and not isinstance(v, dict):
+            raise HutchError(f"{where}.{key}: expected an object", EINVAL)
+    for k, v in (resources.get("unified") or {}).items():
+        if not isinstance(v, str):
+            raise HutchError(f"{where}.unified.{k}: expected a string", EINVAL)
+    for k, v in (resources.get("rdma") or {}).items():
+        if not isinstance(v, dict):
+            raise HutchError(f"{where}.rdma.{k}: expected an object", EINVAL)
+        _check(v, {"hcaHandles": U32, "hcaObjects": U32}, f"{where}.rdma.{k}")
+
+
+def _check(v, schema, where):
+    if schema == "any" or v is None:
+        return
+    if isinstance(schema, dict):
+        if not isinstance(v, dict):
+            raise HutchError(f"{where}: expected an object", EINVAL)
+        for key, sub in schema.items():
+            _check(v.get(key), sub, f"{where}.{key}")
+    elif isinstance(schema, list):
+        if not isinstance(v, list):
+            raise HutchError(f"{where}: expected a list", EINVAL)
+        for i, item in enumerate(v):
+            if item is None:
+                raise HutchError(f"{where}[{i}]: expected a value, got null", EINVAL)
+            _check(item, schema[0], f"{where}[{i}]")
+    elif schema is bool or schema is str:
+        if not isinstance(v, schema):
+            raise HutchError(f"{where}: expected a {'boolean' if schema is bool else 'string'}, "
+                             f"got {type(v).__name__}", EINVAL)
+    else:
+        lo, hi = schema
+        if not isinstance(v, int) or isinstance(v, bool):
+            raise HutchError(f"{where}: expected an integer, got {type(v).__name__}",
+                             EINVAL)
+        if not lo <= v <= hi:
+            raise HutchError(f"{where}: {v} is out of range ({lo} to {hi})", 34)
+
 
 def plan(resources, v1_controllers, v2_controllers):
     """The writes for ``resources`` (devices excepted: see the manager)."""
+    validate(resources)
     p = Planner(v1_controllers, v2_controllers)
     r = resources or {}
     for key in r:

@@ -17,7 +17,10 @@ def send(fd, obj):
 def _read_exact(fd, n):
     out = b""
     while len(out) < n:
-        chunk = os.read(fd, n - len(out))
+        try:
+            chunk = os.read(fd, n - len(out))
+        except ConnectionResetError:     # the other side died with data unread
+            return None
         if not chunk:
             return None
         out += chunk

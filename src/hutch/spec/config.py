@@ -350,6 +350,12 @@ def parse_config(data, src="config.json", bundle=None):
                           d.int("uid", 0, U32 - 1), d.int("gid", 0, U32 - 1)))
     c.cgroups_path = lin.str("cgroupsPath")
     c.resources = lin.get("resources", dict)
+    from ..cgroups.resources import validate as validate_resources
+    from ..errors import HutchError
+    try:
+        validate_resources(c.resources)
+    except HutchError as e:
+        raise ConfigError(f"{src}: {e.args[0]}", e.errno) from None
     c.rootfs_propagation = lin.str("rootfsPropagation", "")
     if c.rootfs_propagation not in PROPAGATIONS:
         raise lin.err("rootfsPropagation", f"unknown propagation "
