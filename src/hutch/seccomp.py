@@ -169,6 +169,10 @@ def parse(sec, where="config.json: linux.seccomp"):
         rules.append((action, names, conds))
     if notify and not listener:
         raise r.err("listenerPath", "is required when a rule uses SCMP_ACT_NOTIFY")
+    if flags & FLAGS["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"] and not notify:
+        raise r.err("flags", "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV applies only to "
+                    "filters with SCMP_ACT_NOTIFY rules (the kernel refuses it "
+                    "otherwise)")
     return default, arches, flags, listener, metadata, rules, notify
 
 

@@ -83,3 +83,25 @@ def test_exec_refuses_lsm_labels_the_host_cannot_apply(bundle):
         assert len(p.stderr.strip().splitlines()) == 1
         if not active:
             assert f"{name} is not enabled on this host" in p.stderr
+
+
+def test_seccomp_notify_with_wait_killable_recv(bundle, tmp_path):
+    """SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV (Linux 6.0) with a notify listener."""
+    import sys
+    sys.path.insert(0, os.path.join(REPO, "tests", "conformance"))
+    from test_seccomp import _allow_but, _cfg, _listener
+    b = bundle
+    path = str(tmp_path / "agent.sock")
+    seen = {}
+    t = _listener(path, [1], seen)
+    sec = _allow_but({"names": ["mkdir", "mkdirat"], "action": "SCMP_ACT_NOTIFY"})
+    sec.update(listenerPath=path, flags=["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"])
+    p = b.run(_cfg("mkdir /d 2>&1; echo done", sec))
+    t.join(10)
+    assert "error" not in seen, seen
+    assert "No message of desired type" in p.stdout and "done" in p.stdout, p.stderr
+    # without a notify rule the flag means nothing, and hutch says so
+    sec = _allow_but({"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"})
+    sec["flags"] = ["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]
+    p = b.run(_cfg("true", sec))
+    assert p.returncode != 0 and "applies only to filters with" in p.stderr
