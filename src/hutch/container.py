@@ -171,7 +171,8 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         prog = None
         if cfg.seccomp is not None:
             from . import seccomp
-            prog = seccomp.compile(cfg.seccomp)
+            prog = seccomp.compile(cfg.seccomp,
+                                   cache_dir=os.path.join(root, ".seccomp-cache"))
         proc = _process_plan(cfg.process, prog)
         if nlisten:
             proc["env"] = proc["env"] + [f"LISTEN_FDS={nlisten}", "LISTEN_PID=1"]

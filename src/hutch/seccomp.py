@@ -176,10 +176,82 @@ def parse(sec, where="config.json: linux.seccomp"):
     return default, arches, flags, listener, metadata, rules, notify
 
 
-def compile(sec, where="config.json: linux.seccomp"):
+CACHE_KEEP = 64
+
+
+def compile(sec, where="config.json: linux.seccomp", cache_dir=None):
     """The profile as {"bpf": bytes, "flags", "notify", "listener_path",
-    "listener_metadata"}, ready for :func:`load`."""
+    "listener_metadata"}, ready for :func:`load`.
+
+    With ``cache_dir``, programs are kept there by a hash of the profile (and the
+    libseccomp version), so that the next container with the same profile (an
+    engine uses one for all of them) skips libseccomp's compilation (~12 ms for
+    Podman's default profile here)."""
     default, arches, flags, listener, metadata, rules, notify = parse(sec, where)
+    if notify:
+        flags |= FLAG_NEW_LISTENER
+        if flags & FLAGS["SECCOMP_FILTER_FLAG_TSYNC"]:
+            flags |= FLAG_TSYNC_ESRCH
+    out = {"flags": flags, "notify": notify, "listener_path": listener,
+           "listener_metadata": metadata}
+    key = _cache_key(sec) if cache_dir else None
+    if key:
+        try:
+            with open(os.path.join(cache_dir, key), "rb") as f:
+                out["bpf"] = f.read()
+            if out["bpf"] and len(out["bpf"]) % 8 == 0:
+                return out
+        except OSError:
+            pass
+    out["bpf"] = _build(default, arches, rules, where)
+    if key:
+        _cache_put(cache_dir, key, out["bpf"])
+    return out
+
+
+def _cache_key(sec):
+    from . import jsonlite
+    try:
+        import _sha256
+        h = _sha256.sha256()
+    except ImportError:
+        import hashlib
+        h = hashlib.sha256()
+    lib = _libseccomp()
+    ver = _lib_version(lib)
+    h.update(f"{ver}\0{os.uname().machine}\0".encode())
+    h.update(jsonlite.dumps(sec, compact=True).encode())
+    return h.hexdigest()
+
+
+def _lib_version(lib):
+    import ctypes
+
+    class Ver(ctypes.Structure):
+        _fields_ = [("major", ctypes.c_uint), ("minor", ctypes.c_uint),
+                    ("micro", ctypes.c_uint)]
+    lib.seccomp_version.restype = ctypes.POINTER(Ver)
+    v = lib.seccomp_version().contents
+    return f"{v.major}.{v.minor}.{v.micro}"
+
+
+def _cache_put(cache_dir, key, bpf):
+    try:
+        os.makedirs(cache_dir, 0o700, exist_ok=True)
+        tmp = os.path.join(cache_dir, f".{key}.{os.getpid()}")
+        with open(tmp, "wb") as f:
+            f.write(bpf)
+        os.replace(tmp, os.path.join(cache_dir, key))
+        names = [n for n in os.listdir(cache_dir) if not n.startswith(".")]
+        if len(names) > CACHE_KEEP:
+            names.sort(key=lambda n: os.stat(os.path.join(cache_dir, n)).st_mtime)
+            for n in names[:len(names) - CACHE_KEEP]:
+                os.unlink(os.path.join(cache_dir, n))
+    except OSError:
+        pass        # a cache only: compiling again next time is fine
+
+
+def _build(default, arches, rules, where):
     import ctypes
     lib = _libseccomp()
     ctx = lib.seccomp_init(default)
@@ -227,12 +299,7 @@ def compile(sec, where="config.json: linux.seccomp"):
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
-    if notify:
-        flags |= FLAG_NEW_LISTENER
-        if flags & FLAGS["SECCOMP_FILTER_FLAG_TSYNC"]:
-            flags |= FLAG_TSYNC_ESRCH
-    return {"bpf": bpf, "flags": flags, "notify": notify, "listener_path": listener,
-            "listener_metadata": metadata}
+    return bpf
 
 
 def _arch_name(a):

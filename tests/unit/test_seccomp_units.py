@@ -81,3 +81,17 @@ def test_unknown_architecture():
     with pytest.raises(HutchError, match=r"architectures\[0\]: unknown architecture"):
         seccomp.compile({"defaultAction": "SCMP_ACT_ALLOW",
                          "architectures": ["SCMP_ARCH_PDP11"]})
+
+
+def test_compiled_programs_are_cached_by_profile(tmp_path, monkeypatch):
+    prof = {"defaultAction": "SCMP_ACT_ALLOW", "syscalls": [_rule()]}
+    first = seccomp.compile(prof, cache_dir=str(tmp_path))
+    assert len(list(tmp_path.iterdir())) == 1
+
+    def no_build(*a):
+        raise AssertionError("compiled again")
+    monkeypatch.setattr(seccomp, "_build", no_build)
+    assert seccomp.compile(prof, cache_dir=str(tmp_path)) == first
+    other = dict(prof, defaultErrnoRet=5, defaultAction="SCMP_ACT_ERRNO")
+    with pytest.raises(AssertionError, match="compiled again"):
+        seccomp.compile(other, cache_dir=str(tmp_path))
