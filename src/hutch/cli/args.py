@@ -62,6 +62,20 @@ def parse(argv, spec, verb, stop_at_positional=False):
     return opts, pos
 
 
+def failing_with_255(verb, fn, g, argv):
+    """Runs a verb that starts a process of the user's (exec, enter): its own
+    failures exit 255, as runc's exec does, to stand apart from the process's
+    exit codes."""
+    try:
+        return fn(g, argv)
+    except Usage:
+        raise
+    except HutchError as e:
+        from .. import log
+        log.error(f"{verb} failed: {e}")
+        return 255
+
+
 def one_id(pos, verb):
     if len(pos) != 1:
         raise Usage(f'"{verb}" requires exactly 1 argument (the container id)')

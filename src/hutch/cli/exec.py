@@ -44,17 +44,7 @@ SPEC = {
 
 
 def run(g, argv):
-    """Setup failures exit 255 (as runc's exec does), so that they stand apart
-    from the process's own exit codes."""
-    from ..errors import HutchError
-    try:
-        return _run(g, argv)
-    except args.Usage:
-        raise
-    except HutchError as e:
-        from .. import log
-        log.error(f"{'exec' if __name__.endswith('exec') else 'enter'} failed: {e}")
-        return 255
+    return args.failing_with_255("exec", _run, g, argv)
 
 
 def _run(g, argv):

@@ -41,7 +41,7 @@ def preload():
 
 def stage(plan, sock, pidfd, console_sock):
     """In the helper: join, fork the child, report its pid, exit."""
-    from .init import fail
+    from .init import fail, fork_and_report
     k = kernel()
     try:
         k.prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
@@ -55,15 +55,7 @@ def stage(plan, sock, pidfd, console_sock):
                 raise HutchError(f"join the namespaces of {plan['target']}: "
                                  f"{os.strerror(e.errno)}", e.errno) from None
         os.close(pidfd)
-        pid = os.fork()
-        if pid == 0:
-            try:
-                child(plan, sock, hostproc, console_sock)
-            except BaseException as e:   # noqa: BLE001 - reported to the parent
-                fail(sock, e)
-            os._exit(1)
-        channel.send(sock, {"t": "pid", "pid": pid})
-        os._exit(0)
+        fork_and_report(sock, child, plan, sock, hostproc, console_sock)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 

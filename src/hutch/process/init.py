@@ -66,15 +66,7 @@ def stage1(plan, sock):
         if plan["time_offsets"]:
             with open("/proc/self/timens_offsets", "w") as f:
                 f.write(plan["time_offsets"])
-        pid = os.fork()
-        if pid == 0:
-            try:
-                stage2(plan, sock)
-            except BaseException as e:   # noqa: BLE001 - reported to the parent
-                fail(sock, e)
-            os._exit(1)
-        channel.send(sock, {"t": "pid", "pid": pid})
-        os._exit(0)
+        fork_and_report(sock, stage2, plan, sock)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
@@ -93,6 +85,21 @@ def send_notify_fd(k, proc, sock):
     reply = channel.recv(sock)
     if reply is None or reply.get("t") != "ok":
         os._exit(1)
+
+
+def fork_and_report(sock, fn, *args):
+    """Forks a child that runs ``fn(*args)`` (its errors go to the parent as one
+    line), reports the child's pid, and exits: how stage1 and the exec helper
+    hand over to a child in the new pid namespace."""
+    pid = os.fork()
+    if pid == 0:
+        try:
+            fn(*args)
+        except BaseException as e:   # noqa: BLE001 - reported to the parent
+            fail(sock, e)
+        os._exit(1)
+    channel.send(sock, {"t": "pid", "pid": pid})
+    os._exit(0)
 
 
 def state_json(plan, pid, status):
