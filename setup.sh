@@ -10,8 +10,11 @@ HERE=$(pwd)
 # reference runtime the conformance tests and benchmarks compare against;
 # hyperfine runs the benchmarks; iproute2 is used by the network tests; libseccomp2
 # compiles seccomp profiles; golang-github-containers-common has Podman's default
-# seccomp profile, which the tests load.
-PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common"
+# seccomp profile, which the tests load; uidmap (newuidmap) serves rootless id maps;
+# Podman (with conmon, netavark, catatonit) and containerd drive hutch in the e2e
+# tier (no service is started: the tests run their own, privately).
+PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common
+      uidmap podman conmon containernetworking-plugins netavark catatonit containerd"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

@@ -1,0 +1,168 @@
+"""Podman drives the runtime (podman --runtime NAME, registered in containers.conf,
+with conmon in between).  Each check asserts a real effect."""
+
+import json
+import os
+import time
+import uuid
+
+import pytest
+
+from engine_fixtures import IMAGE, engines  # noqa: F401 - the session fixture
+
+
+def _name():
+    return "p-" + uuid.uuid4().hex[:8]
+
+
+@pytest.fixture
+def box(engines):  # noqa: F811
+    """A detached container running sleep, removed afterwards."""
+    name = _name()
+    engines.podman("run", "-d", "--name", name, IMAGE, "sleep", "1000", check=True)
+    yield name
+    engines.podman("rm", "-f", "-t", "0", name)
+
+
+def test_run_rm_output_and_exit_code(engines):  # noqa: F811
+    p = engines.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+                       "echo hello; exit 3")
+    assert p.returncode == 3 and p.stdout == "hello\n", p.stderr
+    p = engines.podman("run", "--rm", "-i", "--network", "none", IMAGE, "cat",
+                       input="piped-in\n")
+    assert p.stdout == "piped-in\n", p.stderr
+
+
+def test_run_tty(engines):  # noqa: F811
+    p = engines.sh("script", "-qec", " ".join(engines.podman_cmd() + [
+        "run", "--rm", "-t", "--network", "none", IMAGE, "sh", "-c",
+        "'tty; test -t 0 && echo is-a-tty'"]), "/dev/null")
+    assert "/dev/pts/" in p.stdout and "is-a-tty" in p.stdout, (p.stdout, p.stderr)
+
+
+def test_exec_flags(engines, box):  # noqa: F811
+    e = engines
+    p = e.podman("exec", "-u", "1000", "-w", "/tmp", "-e", "FOO=bar", box, "sh", "-c",
+                 "echo $FOO $(id -u) $(pwd)")
+    assert p.stdout == "bar 1000 /tmp\n", p.stderr
+    p = e.podman("exec", box, "sh", "-c", "echo $$; cat /proc/1/cmdline")
+    pid, cmd = p.stdout.split("\n", 1)
+    assert pid != "1" and cmd.startswith("sleep"), p.stdout
+    assert e.podman("exec", box, "sh", "-c", "exit 7").returncode == 7
+    p = e.podman("exec", "-d", box, "sleep", "30")
+    assert p.returncode == 0, p.stderr
+    top = e.podman("top", box, "args").stdout
+    assert "sleep 30" in top and "sleep 1000" in top, top
+    p = e.sh("script", "-qec", " ".join(e.podman_cmd() + ["exec", "-t", box, "tty"]),
+             "/dev/null")
+    assert "/dev/pts/" in p.stdout, (p.stdout, p.stderr)
+    p = e.podman("exec", "-i", box, "cat", input="into-exec\n")
+    assert p.stdout == "into-exec\n"
+
+
+def test_ps_logs_stop_kill_restart(engines):  # noqa: F811
+    e = engines
+    name = _name()
+    e.podman("run", "-d", "--name", name, IMAGE, "sh", "-c",
+             "trap 'echo got-term; exit 0' TERM; echo started; "
+             "while :; do sleep 0.1; done", check=True)
+    try:
+        ps = e.podman("ps", "--format", "{{.Names}} {{.Status}}").stdout
+        assert f"{name} Up" in ps, ps
+        for _ in range(50):
+            if "started" in e.podman("logs", name).stdout:
+                break
+            time.sleep(0.1)
+        assert e.podman("stop", "-t", "10", name).returncode == 0
+        assert "got-term" in e.podman("logs", name).stdout
+        assert e.podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() == "0"
+        assert e.podman("restart", name).returncode == 0
+        state = json.loads(e.podman("inspect", name).stdout)[0]["State"]
+        assert state["Running"] and state["Pid"] > 0
+        assert e.podman("kill", "-s", "KILL", name).returncode == 0
+        e.podman("wait", name)
+        assert e.podman("inspect", "-f", "{{.State.ExitCode}}", name).stdout.strip() \
+            == "137"
+    finally:
+        e.podman("rm", "-f", "-t", "0", name)
+
+
+def test_pause_update_stats_top(engines, box):  # noqa: F811
+    e = engines
+    assert e.podman("pause", box).returncode == 0
+    assert e.podman("inspect", "-f", "{{.State.Status}}", box).stdout.strip() == "paused"
+    assert e.podman("unpause", box).returncode == 0
+    assert e.podman("inspect", "-f", "{{.State.Status}}", box).stdout.strip() == "running"
+    assert e.podman("update", "--memory", "96m", "--cpus", "0.5", box).returncode == 0
+    p = e.podman("exec", box, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    assert p.stdout.split() == [str(96 << 20), "50000"], (p.stdout, p.stderr)
+    stats = json.loads(e.podman("stats", "--no-stream", "--format", "json", box).stdout)
+    assert stats[0]["name"] == box and stats[0]["mem_usage"] != ""
+    assert "sleep 1000" in e.podman("top", box).stdout
+
+
+def test_limits_apply_and_oom_is_137(engines):  # noqa: F811
+    e = engines
+    p = e.podman("run", "--rm", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5",
+                 IMAGE, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
+    assert p.stdout.split() == [str(64 << 20), "20", "50000"], p.stderr
+    p = e.podman("run", "--rm", "--memory", "32m", "--memory-swap", "32m", IMAGE, "sh",
+                 "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a)")
+    assert p.returncode == 137, p.stderr
+    p = e.podman("run", "--rm", "--pids-limit", "10", IMAGE, "sh", "-c",
+                 "for i in $(seq 1 20); do sleep 3 & done; echo all-started")
+    assert "all-started" not in p.stdout and "can't fork" in p.stderr, p.stderr
+
+
+def test_networks_ports_and_volumes(engines, tmp_path):  # noqa: F811
+    e = engines
+    p = e.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+                 "ls /sys/class/net")
+    assert p.stdout.split() == ["lo"], p.stdout
+    p = e.podman("run", "--rm", IMAGE, "sh", "-c", "ip -4 -o addr show eth0")
+    assert " inet 10." in p.stdout, (p.stdout, p.stderr)
+    name = _name()
+    e.podman("run", "-d", "--name", name, "-p", "127.0.0.1:18080:8080", IMAGE, "sh",
+             "-c", "echo hello-web > /www/index.html; exec httpd -f -p 8080 -h /www",
+             check=True)
+    try:
+        body = ""
+        for _ in range(50):
+            body = e.sh("busybox", "wget", "-qO-", "http://127.0.0.1:18080/").stdout
+            if body:
+                break
+            time.sleep(0.1)
+        assert body == "hello-web\n"
+    finally:
+        e.podman("rm", "-f", "-t", "0", name)
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    (vol / "in").write_text("from-host\n")
+    p = e.podman("run", "--rm", "-v", f"{vol}:/data", IMAGE, "sh", "-c",
+                 "cat /data/in; echo from-container > /data/out")
+    assert p.stdout == "from-host\n" and (vol / "out").read_text() == "from-container\n"
+
+
+def test_errors_surface_through_podman(engines, box):  # noqa: F811
+    e = engines
+    p = e.podman("run", "--rm", "--network", "none", IMAGE, "no-such-command")
+    assert p.returncode == 127
+    assert "executable file not found" in p.stderr, p.stderr
+    p = e.podman("exec", box, "no-such-command")
+    assert p.returncode == 127
+    assert "executable file not found" in p.stderr, p.stderr
+
+
+def test_pid_host_stop_uses_kill_all(engines):  # noqa: F811
+    e = engines
+    name = _name()
+    e.podman("run", "-d", "--name", name, "--pid", "host", IMAGE, "sleep", "1000",
+             check=True)
+    try:
+        assert e.podman("stop", "-t", "1", name).returncode == 0
+        assert e.podman("inspect", "-f", "{{.State.Running}}", name).stdout.strip() \
+            == "false"
+    finally:
+        e.podman("rm", "-f", "-t", "0", name)
