@@ -33,6 +33,17 @@ def test_run_rm_output_and_exit_code(engines):  # noqa: F811
     assert p.stdout == "piped-in\n", p.stderr
 
 
+def test_podmans_seccomp_profile_is_in_force(engines):  # noqa: F811
+    p = engines.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+                       "grep -E '^(Seccomp|Seccomp_filters):' /proc/self/status; "
+                       "swapon /dev/null 2>&1; true")
+    assert "Seccomp:\t2" in p.stdout and "Seccomp_filters:\t1" in p.stdout, p.stdout
+    assert "Operation not permitted" in p.stdout
+    p = engines.podman("run", "--rm", "--network", "none", "--security-opt",
+                       "seccomp=unconfined", IMAGE, "grep", "^Seccomp:", "/proc/self/status")
+    assert p.stdout.split() == ["Seccomp:", "0"], p.stdout
+
+
 def test_run_tty(engines):  # noqa: F811
     p = engines.sh("script", "-qec", " ".join(engines.podman_cmd() + [
         "run", "--rm", "-t", "--network", "none", IMAGE, "sh", "-c",
