@@ -37,6 +37,20 @@ for cand in /usr/bin/python3 python3.13 python3.12 python3.11 python3; do
 done
 [ -n "$PY" ] || { echo "setup: python >= 3.11 is required" >&2; exit 1; }
 
+# --- CRIU >= 4.1 for checkpoint/restore (Debian 12's 3.17 fails on recent kernels):
+# built from Debian 13's source package into /opt/criu4, then named in
+# /etc/hutch/hutch.conf so that hutch finds it (--criu and $HUTCH_CRIU still win)
+if [ "$(id -u)" = 0 ]; then
+    if sh tools/install-criu.sh; then
+        mkdir -p /etc/hutch
+        if ! grep -qs '^criu *=' /etc/hutch/hutch.conf; then
+            echo "criu = /opt/criu4/sbin/criu" >> /etc/hutch/hutch.conf
+        fi
+    else
+        echo "setup: note: CRIU could not be built; checkpoint/restore will say so"
+    fi
+fi
+
 # --- the virtual environment -------------------------------------------------------
 if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$(readlink -f "$PY")" ]; then
     echo "setup: .venv was made with another interpreter; recreating it"

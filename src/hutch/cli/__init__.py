@@ -9,7 +9,7 @@ from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
          "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
-         "enter")
+         "enter", "checkpoint", "restore")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
            "enter": "enter"}
@@ -40,6 +40,8 @@ commands:
   update    change a running container's resource limits
   events    print stats (--stats) or stream OOM and stats events
   exec      run a new process in a running container
+  checkpoint  save a running container with CRIU
+  restore   restore a container from a checkpoint
   enter     run a command in the namespaces of any process (like nsenter)
   spec      write a starter config.json
   features  print the OCI features hutch supports
@@ -138,7 +140,12 @@ def main(argv=None):
         mod = __import__(f"hutch.cli.{verb}", fromlist=("run",))
         if "--help" in rest[1:2] or "-h" in rest[1:2]:
             sys.stdout.write(mod.__doc__.strip() + "\n")
-            return 0
+            status = getattr(mod, "help_status", None)
+            if status is None:
+                return 0
+            code, note = status(g)
+            (sys.stdout if code == 0 else sys.stderr).write(note + "\n")
+            return code
         return mod.run(g, rest[1:]) or 0
     except HutchError as e:
         log.error(str(e))

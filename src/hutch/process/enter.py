@@ -66,6 +66,7 @@ def child(plan, sock, hostproc, console_sock):
     proc = plan["process"]
     os.setsid()
     finalize.set_rlimits(proc["rlimits"])
+    finalize.reopen_dev_null()
     if proc["oom_score_adj"] is not None:
         finalize.set_oom_score_adj(proc["oom_score_adj"], hostproc)
     finalize.resolve_user(proc)

@@ -86,6 +86,32 @@ def safe_chdir(k, cwd, source="config.json"):
                          "outside the container's root", 2)
 
 
+def reopen_dev_null():
+    """stdio that is the host's /dev/null becomes the container's own /dev/null:
+    nothing of the host's mounts stays in the process's fd table (and CRIU can
+    then checkpoint it: it cannot dump a file from a mount outside the
+    container).  Call after entering the container's root."""
+    null = None
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+        except OSError:
+            continue
+        if not stat.S_ISCHR(st.st_mode) or st.st_rdev != os.makedev(1, 3):
+            continue
+        if null is None:
+            try:
+                null = os.open("/dev/null", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
+            except OSError:
+                return          # the container has no /dev/null: keep what we have
+            if os.fstat(null).st_rdev != os.makedev(1, 3):
+                os.close(null)
+                return
+        os.dup2(null, fd)
+    if null is not None:
+        os.close(null)
+
+
 def set_rlimits(rlimits):
     import resource
     for res, soft, hard, name in rlimits:

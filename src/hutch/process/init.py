@@ -154,6 +154,7 @@ def stage2(plan, sock):
             rf.console(console)
         rf.enter(plan["no_pivot"])
         rf.close()
+        finalize.reopen_dev_null()
     elif plan["root"]:
         os.chroot(plan["root"])
         os.chdir("/")

@@ -1,0 +1,57 @@
+"""hutch restore [options] ID
+
+Restore a container from CRIU images, with the bundle's config.json.  In the
+foreground hutch waits for it and returns its exit code; with --detach it returns
+once the container runs.
+
+options:
+  --image-path DIR          the images (default ./checkpoint)
+  --work-path DIR           CRIU's logs and work files (default: the image path)
+  --bundle, -b DIR          the bundle (default: the current directory)
+  --detach, -d              return once the container runs
+  --pid-file FILE           write the restored init's pid to FILE
+  --console-socket PATH     send a restored terminal's master fd to this socket
+  --no-subreaper            do not become a subreaper for the restored init
+  --no-pivot                accepted for runc compatibility (CRIU sets the root)
+  --tcp-established         restore established TCP connections
+  --ext-unix-sk             allow external unix sockets
+  --shell-job               allow a shell job
+  --file-locks              restore file locks
+  --lazy-pages              pull pages lazily (a `criu lazy-pages` daemon serves them)
+  --manage-cgroups-mode M   soft (default), full, strict or ignore
+  --empty-ns NS             the namespace left out at checkpoint (network)
+  --auto-dedup              free restored pages from the images
+"""
+
+from . import args
+
+SPEC = {
+    "--image-path": ("image_path", "str"), "--work-path": ("work_path", "str"),
+    "--bundle": ("bundle", "str"), "-b": ("bundle", "str"),
+    "--detach": ("detach", "bool"), "-d": ("detach", "bool"),
+    "--pid-file": ("pid_file", "str"), "--console-socket": ("console_socket", "str"),
+    "--no-subreaper": ("no_subreaper", "bool"), "--no-pivot": ("no_pivot", "bool"),
+    "--tcp-established": ("tcp", "bool"), "--ext-unix-sk": ("ext_unix_sk", "bool"),
+    "--shell-job": ("shell_job", "bool"), "--file-locks": ("file_locks", "bool"),
+    "--lazy-pages": ("lazy", "bool"), "--manage-cgroups-mode": ("cg_mode", "str"),
+    "--empty-ns": ("empty_ns", "list"), "--auto-dedup": ("auto_dedup", "bool"),
+}
+
+
+def help_status(g):
+    from .checkpoint import help_status as h
+    return h(g)
+
+
+def run(g, argv):
+    from ..criu.container import restore
+    from .checkpoint import parse_common
+    o, pos = args.parse(argv, SPEC, "restore")
+    cid = args.one_id(pos, "restore")
+    mode, empty = parse_common(o)
+    g.check_cgroup_driver()
+    return restore(g.root, cid, o["bundle"] or ".", o["image_path"] or "checkpoint",
+                   o["work_path"], o["detach"], o["pid_file"], o["console_socket"],
+                   o["no_subreaper"], o["no_pivot"], o["tcp"], o["ext_unix_sk"],
+                   o["shell_job"], o["file_locks"], o["lazy"], mode, empty,
+                   o["auto_dedup"], g.criu)

@@ -1,0 +1,198 @@
+"""Checkpoint/restore through CRIU's RPC protocol (`criu swrk FD`).
+
+hutch starts `criu swrk` with one end of a SOCK_SEQPACKET socketpair, sends one
+request (images/rpc.proto's criu_req, encoded by :mod:`hutch.criu.rpc`) and reads
+responses.  With notify_scripts, CRIU stops at each action script ("pre-dump",
+"network-lock", "setup-namespaces", "post-restore", "orphan-pts-master"...) and
+waits for hutch's answer, which is how hutch learns the restored pid and receives
+a restored terminal's master.
+
+Which CRIU: ``--criu PATH``, then ``$HUTCH_CRIU``, then the ``criu =`` line of
+/etc/hutch/hutch.conf (setup.sh writes it), then ``criu`` on PATH.  It must be
+4.1 or newer.
+"""
+
+import os
+
+from ..errors import HutchError
+
+MIN_VERSION = (4, 1)
+CONFIG = "/etc/hutch/hutch.conf"
+
+
+def find(explicit=None):
+    """The criu binary to use, by the order in the module doc."""
+    import shutil
+    cands = [("--criu", explicit), ("$HUTCH_CRIU", os.environ.get("HUTCH_CRIU")),
+             (CONFIG, _from_config())]
+    for origin, path in cands:
+        if path:
+            if not os.access(path, os.X_OK):
+                raise HutchError(f"criu {path} (from {origin}) is not an executable "
+                                 "file", 2)
+            return path
+    path = shutil.which("criu", path=os.environ.get("PATH", "") +
+                        ":/usr/local/sbin:/usr/sbin:/sbin")
+    if path is None:
+        raise HutchError("checkpoint/restore needs CRIU >= 4.1, and none was found "
+                         "(--criu, $HUTCH_CRIU, /etc/hutch/hutch.conf, PATH); "
+                         "tools/install-criu.sh builds one", 2)
+    return path
+
+
+def _from_config():
+    try:
+        with open(CONFIG) as f:
+            for line in f:
+                key, sep, val = line.partition("=")
+                if sep and key.strip() == "criu":
+                    return val.strip()
+    except OSError:
+        pass
+    return None
+
+
+class Swrk:
+    """One `criu swrk` worker and its socket."""
+
+    def __init__(self, criu, extra_fds=(), inherit_stdio=False, cgroups=None):
+        import _socket
+        import subprocess
+        a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
+        self.sock = a
+        try:
+            self.proc = subprocess.Popen(
+                [criu, "swrk", str(b.fileno())],
+                pass_fds=(b.fileno(),) + tuple(extra_fds), close_fds=True,
+                stdin=None if inherit_stdio else subprocess.DEVNULL)
+        except OSError as e:
+            a.close()
+            b.close()
+            raise HutchError(f"start criu {criu}: {e.strerror}", e.errno) from None
+        b.close()
+        if cgroups is not None:
+            # restored tasks start in criu's cgroups before CRIU moves them
+            try:
+                cgroups.add(self.proc.pid)
+            except BaseException:
+                self.close(kill=True)
+                raise
+
+    def send(self, req, fds=()):
+        from . import rpc
+        data = rpc.encode("req", req)
+        if fds:
+            import _socket
+            from ..process.channel import pack_fds
+            self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
+                                        pack_fds(fds))])
+        else:
+            self.sock.send(data)
+
+    def recv(self):
+        """(response dict, fds that came with it) or (None, []) at EOF."""
+        import _socket
+        from . import rpc
+        from ..process.channel import unpack_fds
+        data, anc, _, _ = self.sock.recvmsg(1 << 20, _socket.CMSG_SPACE(4 * 8))
+        fds = []
+        for level, kind, payload in anc:
+            if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                fds += unpack_fds(payload)
+        if not data:
+            return None, fds
+        return rpc.decode("resp", data), fds
+
+    def close(self, kill=False):
+        self.sock.close()
+        if kill and self.proc.poll() is None:
+            self.proc.kill()
+        try:
+            self.proc.wait(timeout=30)
+        except Exception:   # noqa: BLE001 - a stuck worker is killed
+            self.proc.kill()
+            self.proc.wait()
+
+
+def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
+         cgroups=None):
+    """Sends ``req`` and answers notifications until the final response, which is
+    returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
+    exception from it fails the request (CRIU then rolls back)."""
+    from . import rpc
+    w = Swrk(criu, extra_fds, inherit_stdio, cgroups)
+    try:
+        w.send(req)
+        while True:
+            resp, fds = w.recv()
+            if resp is None:
+                raise HutchError(f"{what}: criu exited without an answer (exit "
+                                 f"{w.proc.wait()})", 5)
+            if resp.get("type") == rpc.NOTIFY:
+                n = resp.get("notify") or {}
+                ok = True
+                try:
+                    if on_notify is not None:
+                        on_notify(n.get("script", ""), n.get("pid", 0), fds)
+                except BaseException:
+                    ok = False
+                    w.send({"type": rpc.NOTIFY, "notify_success": False})
+                    raise
+                finally:
+                    for fd in fds:
+                        try:
+                            os.close(fd)
+                        except OSError:
+                            pass
+                if ok:
+                    w.send({"type": rpc.NOTIFY, "notify_success": True})
+                continue
+            return resp
+    finally:
+        w.close()
+
+
+def version(criu):
+    """(major, minor, sublevel) of a CRIU binary, through the RPC."""
+    from . import rpc
+    resp = call(criu, {"type": rpc.VERSION}, what=f"criu version ({criu})")
+    v = resp.get("version") or {}
+    return v.get("major_number", 0), v.get("minor_number", 0), v.get("sublevel", 0)
+
+
+def check_version(criu):
+    v = version(criu)
+    if v[:2] < MIN_VERSION:
+        raise HutchError(f"criu {criu} is version {'.'.join(map(str, v))}; hutch needs "
+                         f"{'.'.join(map(str, MIN_VERSION))} or newer "
+                         "(tools/install-criu.sh builds one)", 95)
+    return v
+
+
+def features(criu):
+    """{"mem_track": bool, "lazy_pages": bool} as this CRIU and kernel see them."""
+    from . import rpc
+    resp = call(criu, {"type": rpc.FEATURE_CHECK, "features": {"mem_track": True,
+                                                               "lazy_pages": True}},
+                what="criu feature check")
+    f = resp.get("features") or {}
+    return {"mem_track": bool(f.get("mem_track")), "lazy_pages": bool(f.get("lazy_pages"))}
+
+
+def failure(resp, what, log=None):
+    """A one-line error from a failed response, with the last error line of the
+    CRIU log when there is one."""
+    msg = resp.get("cr_errmsg") or ""
+    errno = resp.get("cr_errno")
+    detail = ""
+    if log:
+        try:
+            with open(log, errors="replace") as f:
+                lines = [ln.strip() for ln in f if "Error" in ln or "error" in ln]
+            if lines:
+                detail = lines[-1]
+        except OSError:
+            pass
+    text = f"{what} failed" + (f": {msg}" if msg else "") + \
+        (f" (criu log {log}: {detail})" if detail else (f" (see {log})" if log else ""))
+    return HutchError(text, errno or None)
