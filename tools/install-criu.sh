@@ -10,14 +10,19 @@
 #   2. a temporary deb-src entry for trixie (removed on exit, whatever happens);
 #   3. the upstream tarball, checked against the signed Sources index, plus
 #      Debian's patches when the mirror serves them;
-#   4. `make criu`, installed under $PREFIX only (/usr/sbin/criu is untouched);
-#   5. `criu check` must pass.
+#   4. hutch's own patches from tools/criu-patches/ (fixes for recent kernels);
+#   5. `make criu`, installed under $PREFIX only (/usr/sbin/criu is untouched);
+#   6. `criu check` must pass.
+# $PREFIX/hutch-patches lists the patches a build has; a build without all of
+# today's patches is rebuilt.
 # Usage: tools/install-criu.sh [--force]      (as root; env PREFIX, SUITE, JOBS)
 set -eu
 PREFIX=${PREFIX:-/opt/criu4}
 SUITE=${SUITE:-trixie}
 JOBS=${JOBS:-$(nproc)}
 CRIU=$PREFIX/sbin/criu
+HERE=$(cd "$(dirname "$0")" && pwd)
+PATCHES=$(cd "$HERE/criu-patches" && ls *.patch 2>/dev/null | tr '\n' ' ')
 SRCLIST=/etc/apt/sources.list.d/hutch-criu-$SUITE-src.sources
 export DEBIAN_FRONTEND=noninteractive
 
@@ -26,7 +31,8 @@ works() {   # a CRIU >= 4.1 that passes its own kernel check
     v=$("$1" --version 2>/dev/null | awk '/^Version:/{print $2}')
     major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
     [ -n "$major" ] && { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge 1 ]; }; } || return 1
-    "$1" check >/dev/null 2>&1
+    "$1" check >/dev/null 2>&1 || return 1
+    [ "$(cat "$PREFIX/hutch-patches" 2>/dev/null)" = "$PATCHES" ]
 }
 
 if [ "${1:-}" != "--force" ] && works "$CRIU"; then
@@ -88,12 +94,16 @@ if [ -n "$deb" ]; then
 fi
 rm -f "$SRCLIST"
 apt-get update -qq
+for p in $PATCHES; do
+    patch -d "$src" -p1 -N -s < "$HERE/criu-patches/$p"
+done
 
 cd "$src"
 make -j"$JOBS" PREFIX="$PREFIX" criu > "$WORK/build.log" 2>&1 || {
     tail -n 30 "$WORK/build.log" >&2; exit 1; }
 make PREFIX="$PREFIX" install-criu > "$WORK/install.log" 2>&1 || {
     tail -n 30 "$WORK/install.log" >&2; exit 1; }
+echo "$PATCHES" > "$PREFIX/hutch-patches"
 if ! works "$CRIU"; then
     "$CRIU" check >&2 || true
     echo "install-criu: $CRIU was built but does not pass 'criu check' on this kernel" >&2

@@ -1,0 +1,210 @@
+"""Checkpoint and restore with CRIU: a counter keeps counting, --leave-running
+leaves it running, 256 MiB of process memory comes back intact, an established TCP
+connection survives, and a restored container is an ordinary one again.  Runs
+against runc too (HUTCH_TEST_RUNTIME=runc; runc gets the same CRIU)."""
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import pytest
+
+from conftest import RUNTIME, RUNTIME_NAME, base_config
+
+CRIU = "/opt/criu4/sbin/criu"
+MEMHOG = r"""
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static volatile sig_atomic_t again;
+static void on_usr1(int s) { (void)s; again = 1; }
+static uint64_t sum(const uint64_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+static void put(const char *path, uint64_t v) {
+    FILE *f = fopen(path, "w"); fprintf(f, "%016llx\n", (unsigned long long)v); fclose(f);
+}
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 17;          /* MiB -> 8-byte words */
+    uint64_t *p = malloc(n * 8), x = 88172645463325252ULL;
+    for (size_t i = 0; i < n; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
+    signal(SIGUSR1, on_usr1);
+    put("/mem.sum", sum(p, n));
+    for (;;) { pause(); if (again) { again = 0; put("/mem.sum2", sum(p, n)); } }
+}
+"""
+
+
+def _glob():
+    return ["--criu", CRIU] if RUNTIME_NAME == "runc" else []
+
+
+def _rt(b, *args, timeout=120):
+    """The runtime with stdio it can checkpoint (a file on the host cannot be)."""
+    return subprocess.run(RUNTIME + ["--root", b.root] + _glob() + [str(a) for a in args],
+                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.PIPE, text=True, timeout=timeout,
+                          cwd=b.dir)
+
+
+def _status(b, cid):
+    p = b.rt("state", cid)
+    return json.loads(p.stdout)["status"] if p.returncode == 0 else "gone"
+
+
+@pytest.fixture(autouse=True)
+def need_criu():
+    if not os.access(CRIU, os.X_OK):
+        pytest.fail(f"{CRIU} is missing: setup.sh builds it (tools/install-criu.sh)")
+
+
+@contextlib.contextmanager
+def _container(b, cfg):
+    cfg["linux"]["cgroupsPath"] = f"/hutch-t-ck-{os.getpid()}-{time.monotonic_ns()}"
+    b.write(cfg)
+    cid = b.new_id()
+    p = _rt(b, "run", "-d", "--bundle", b.dir, cid)
+    assert p.returncode == 0, p.stderr
+    try:
+        yield cid
+    finally:
+        _rt(b, "delete", "--force", cid)
+        assert not glob.glob("/sys/fs/cgroup/*" + cfg["linux"]["cgroupsPath"])
+
+
+def _read_int(path):
+    for _ in range(100):
+        try:
+            with open(path) as f:
+                v = f.read().strip()
+            if v:
+                return int(v)
+        except (OSError, ValueError):
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path} stays empty")
+
+
+COUNTER = ["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /count; sleep 0.05; "
+           "done"]
+
+
+def test_counter_continues_across_checkpoint_and_restore(bundle, tmp_path):
+    b = bundle
+    count = os.path.join(b.rootfs, "count")
+    img = str(tmp_path / "img")
+    with _container(b, base_config(COUNTER)) as cid:
+        time.sleep(0.5)
+        p = _rt(b, "checkpoint", "--image-path", img, cid)
+        assert p.returncode == 0, p.stderr
+        assert _status(b, cid) == "gone"          # checkpointed away, as runc does
+        last = _read_int(count)
+        time.sleep(0.3)
+        assert _read_int(count) == last           # nothing runs meanwhile
+        p = _rt(b, "restore", "-d", "--image-path", img, "--bundle", b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        seen = [last]
+        for _ in range(10):
+            time.sleep(0.06)
+            seen.append(_read_int(count))
+        assert seen == sorted(seen) and seen[-1] > last, seen
+        assert seen[1] in (last, last + 1, last + 2), seen   # no restart from 1
+        # an ordinary container again: state, exec, another checkpoint, kill, delete
+        assert _status(b, cid) == "running"
+        p = b.rt("exec", cid, "sh", "-c", "cat /count; cat /proc/1/cmdline | head -c 2")
+        assert p.returncode == 0 and p.stdout.split("\n")[1] == "sh", (p.stdout, p.stderr)
+        p = _rt(b, "checkpoint", "--leave-running", "--image-path", str(tmp_path / "i2"),
+                cid)
+        assert p.returncode == 0, p.stderr
+        assert b.rt("kill", cid, "KILL").returncode == 0
+
+
+def test_leave_running(bundle, tmp_path):
+    b = bundle
+    count = os.path.join(b.rootfs, "count")
+    with _container(b, base_config(COUNTER)) as cid:
+        time.sleep(0.3)
+        p = _rt(b, "checkpoint", "--leave-running", "--image-path", str(tmp_path / "i"),
+                cid)
+        assert p.returncode == 0, p.stderr
+        before = _read_int(count)
+        time.sleep(0.3)
+        assert _status(b, cid) == "running" and _read_int(count) > before
+        assert os.path.exists(tmp_path / "i" / "inventory.img")
+
+
+def test_256_mib_of_memory_comes_back_intact(bundle, tmp_path):
+    b = bundle
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is missing: setup.sh installs build-essential for CRIU")
+    src = tmp_path / "memhog.c"
+    src.write_text(MEMHOG)
+    subprocess.run(["gcc", "-O2", "-static", "-o", os.path.join(b.rootfs, "memhog"),
+                    str(src)], check=True)
+    img = str(tmp_path / "img")
+    with _container(b, base_config(["/memhog", "256"])) as cid:
+        total = _read_int_hex(os.path.join(b.rootfs, "mem.sum"))
+        p = _rt(b, "checkpoint", "--image-path", img, cid)
+        assert p.returncode == 0, p.stderr
+        size = sum(os.path.getsize(f) for f in glob.glob(img + "/pages-*.img"))
+        assert size >= 256 << 20, size
+        p = _rt(b, "restore", "-d", "--image-path", img, "--bundle", b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        assert b.rt("kill", cid, "USR1").returncode == 0
+        assert _read_int_hex(os.path.join(b.rootfs, "mem.sum2")) == total
+
+
+def _read_int_hex(path):
+    for _ in range(500):
+        try:
+            with open(path) as f:
+                v = f.read().strip()
+            if len(v) == 16:
+                return int(v, 16)
+        except OSError:
+            pass
+        time.sleep(0.02)
+    raise AssertionError(f"{path} was not written")
+
+
+def test_established_tcp_connection_survives(bundle, tmp_path):
+    """A server and a client in the container's network namespace, connected;
+    after checkpoint and restore with --tcp-established the same connection
+    carries on: the server's output keeps growing with consecutive numbers."""
+    b = bundle
+    out = os.path.join(b.rootfs, "tcp.out")
+    cfg = base_config(["sh", "-c", "nc -l -p 9000 > /tcp.out & sleep 0.3; "
+                       "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done | "
+                       "nc 127.0.0.1 9000"])
+    img = str(tmp_path / "img")
+    with _container(b, cfg) as cid:
+        time.sleep(1)
+        p = _rt(b, "checkpoint", "--tcp-established", "--image-path", img, cid)
+        assert p.returncode == 0, p.stderr
+        with open(out) as f:
+            before = f.read().split()
+        p = _rt(b, "restore", "-d", "--tcp-established", "--image-path", img,
+                "--bundle", b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        time.sleep(0.8)
+        with open(out) as f:
+            after = f.read().split()
+        assert len(after) > len(before) + 5, (len(before), len(after))
+        assert [int(x) for x in after] == list(range(len(after)))    # no gap, no reset
+
+
+def test_checkpoint_refusals(bundle, tmp_path):
+    b = bundle
+    p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "x"), "no-such-container")
+    assert p.returncode != 0 and "does not exist" in p.stderr
+    b.write(base_config(["true"]))
+    cid = b.new_id()
+    assert b.rt("run", "--bundle", b.dir, cid, glob=_glob()).returncode == 0
