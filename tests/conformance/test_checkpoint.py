@@ -48,11 +48,21 @@ def _glob():
 
 
 def _rt(b, *args, timeout=120):
-    """The runtime with stdio it can checkpoint (a file on the host cannot be)."""
-    return subprocess.run(RUNTIME + ["--root", b.root] + _glob() + [str(a) for a in args],
-                          stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                          stderr=subprocess.PIPE, text=True, timeout=timeout,
-                          cwd=b.dir)
+    """The runtime with stdio it can checkpoint (a host file cannot be: the
+    container would inherit it); its own messages go to a --log file."""
+    log = os.path.join(b.dir, "runtime.log")
+    if os.path.exists(log):
+        os.unlink(log)
+    p = subprocess.run(RUNTIME + ["--root", b.root, "--log", log] + _glob() +
+                       [str(a) for a in args], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                       timeout=timeout, cwd=b.dir)
+    try:
+        with open(log) as f:
+            p.stderr = f.read()
+    except FileNotFoundError:
+        p.stderr = ""
+    return p
 
 
 def _status(b, cid):
@@ -175,13 +185,17 @@ def _read_int_hex(path):
     raise AssertionError(f"{path} was not written")
 
 
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
+                   reason="with runc 1.1.5 the restored network namespace has no usable "
+                   "loopback here (CRIU: Can't connect inet socket back: Network is "
+                   "unreachable)")
 def test_established_tcp_connection_survives(bundle, tmp_path):
     """A server and a client in the container's network namespace, connected;
     after checkpoint and restore with --tcp-established the same connection
     carries on: the server's output keeps growing with consecutive numbers."""
     b = bundle
     out = os.path.join(b.rootfs, "tcp.out")
-    cfg = base_config(["sh", "-c", "nc -l -p 9000 > /tcp.out & sleep 0.3; "
+    cfg = base_config(["sh", "-c", "sleep 100000 | nc -l -p 9000 > /tcp.out & sleep 0.3; "
                        "i=0; while :; do echo $i; i=$((i+1)); sleep 0.05; done | "
                        "nc 127.0.0.1 9000"])
     img = str(tmp_path / "img")
@@ -204,7 +218,12 @@ def test_established_tcp_connection_survives(bundle, tmp_path):
 def test_checkpoint_refusals(bundle, tmp_path):
     b = bundle
     p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "x"), "no-such-container")
-    assert p.returncode != 0 and "does not exist" in p.stderr
-    b.write(base_config(["true"]))
-    cid = b.new_id()
-    assert b.rt("run", "--bundle", b.dir, cid, glob=_glob()).returncode == 0
+    assert p.returncode != 0 and "does not exist" in p.stderr, p.stderr
+    with _container(b, base_config(["true"])) as cid:
+        for _ in range(100):
+            if _status(b, cid) == "stopped":
+                break
+            time.sleep(0.05)
+        p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "y"), cid)
+        assert p.returncode != 0, p.stderr
+        assert "not running" in p.stderr or "stopped" in p.stderr, p.stderr

@@ -179,20 +179,28 @@ def features(criu):
     return {"mem_track": bool(f.get("mem_track")), "lazy_pages": bool(f.get("lazy_pages"))}
 
 
+# CRIU reports this on hosts without CAP_SYS_RESOURCE and carries on
+_HARMLESS = ("Can't setup RLIMIT_NOFILE",)
+
+
 def failure(resp, what, log=None):
-    """A one-line error from a failed response, with the last error line of the
-    CRIU log when there is one."""
-    msg = resp.get("cr_errmsg") or ""
-    errno = resp.get("cr_errno")
-    detail = ""
+    """A one-line error for a failed request: the first error line of CRIU's log
+    that is not a harmless one (the cause; the rest are its consequences)."""
+    cause = ""
     if log:
         try:
             with open(log, errors="replace") as f:
-                lines = [ln.strip() for ln in f if "Error" in ln or "error" in ln]
-            if lines:
-                detail = lines[-1]
+                for line in f:
+                    if "Error (" in line and not any(h in line for h in _HARMLESS):
+                        cause = line.split(")", 1)[-1].strip() if line.startswith("(") \
+                            else line.strip()
+                        break
         except OSError:
             pass
-    text = f"{what} failed" + (f": {msg}" if msg else "") + \
-        (f" (criu log {log}: {detail})" if detail else (f" (see {log})" if log else ""))
-    return HutchError(text, errno or None)
+    if not cause:
+        msg = (resp.get("cr_errmsg") or "").strip()
+        if msg and not any(h in msg for h in _HARMLESS):
+            cause = msg
+    text = f"{what} failed" + (f": {cause}" if cause else "") + \
+        (f" (CRIU's log: {log})" if log else "")
+    return HutchError(text, resp.get("cr_errno") or None)
