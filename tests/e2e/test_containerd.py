@@ -107,3 +107,26 @@ def test_errors_surface_through_ctr(engines, task):  # noqa: F811
     assert p.returncode != 0 and "executable file not found" in p.stderr, p.stderr
     p = e.ctr("task", "exec", "--exec-id", "x1", task, "no-such-command")
     assert p.returncode != 0 and "executable file not found" in p.stderr, p.stderr
+
+
+def test_task_checkpoint(engines):  # noqa: F811
+    """ctr task checkpoint: the shim pauses, checkpoints with --leave-running and
+    resumes; the task keeps running and a checkpoint image is stored."""
+    e = engines
+    cid = _id()
+    e.ctr_run("-d", IMAGE, cid, "sh", "-c",
+              "i=0; while :; do i=$((i+1)); echo $i > /c; sleep 0.05; done", check=True)
+    try:
+        time.sleep(0.3)
+        p = e.ctr("task", "checkpoint", cid)
+        assert p.returncode == 0, p.stderr
+        ref = p.stdout.strip()
+        assert ref, p.stdout
+        assert any(ref in line for line in e.ctr("images", "ls").stdout.splitlines())
+        assert "RUNNING" in e.ctr("task", "ls").stdout
+        e.ctr("images", "rm", ref)
+    finally:
+        e.ctr("task", "kill", "-s", "SIGKILL", cid)
+        time.sleep(0.3)
+        e.ctr("task", "rm", "-f", cid)
+        e.ctr("containers", "rm", cid)

@@ -177,3 +177,35 @@ def test_pid_host_stop_uses_kill_all(engines):  # noqa: F811
             == "false"
     finally:
         e.podman("rm", "-f", "-t", "0", name)
+
+
+def test_checkpoint_restore_export_import(engines, tmp_path):  # noqa: F811
+    """podman container checkpoint/restore, and --export/--import, through the
+    runtime (a counter keeps counting)."""
+    e = engines
+    name = _name()
+    e.podman("run", "-d", "--name", name, IMAGE, "sh", "-c",
+             "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.05; done",
+             check=True)
+    try:
+        time.sleep(0.5)
+        p = e.podman("container", "checkpoint", name)
+        assert p.returncode == 0, p.stderr
+        assert e.podman("inspect", "-f", "{{.State.Status}}", name).stdout.strip() \
+            == "exited"
+        p = e.podman("container", "restore", name)
+        assert p.returncode == 0, p.stderr
+        first = int(e.podman("exec", name, "cat", "/tmp/c").stdout)
+        time.sleep(0.3)
+        second = int(e.podman("exec", name, "cat", "/tmp/c").stdout)
+        assert first < second and first > 3, (first, second)
+        archive = str(tmp_path / "ck.tar.gz")
+        p = e.podman("container", "checkpoint", "--leave-running", "-e", archive, name)
+        assert p.returncode == 0, p.stderr
+        e.podman("rm", "-f", "-t", "0", name, check=True)
+        p = e.podman("container", "restore", "-i", archive)
+        assert p.returncode == 0, p.stderr
+        third = int(e.podman("exec", name, "cat", "/tmp/c").stdout)
+        assert third >= second, (second, third)
+    finally:
+        e.podman("rm", "-f", "-t", "0", name)

@@ -22,6 +22,17 @@ def _seccomp():
             "knownFlags": sorted(seccomp.FLAGS), "supportedFlags": sorted(seccomp.FLAGS)}
 
 
+def _criu():
+    """The CRIU checkpoint/restore would use, or why there is none."""
+    from .. import criu
+    try:
+        path = criu.find()
+        v = criu.check_version(path)
+    except Exception as e:   # noqa: BLE001 - reported as the value
+        return f"unavailable: {e}"
+    return f"{'.'.join(map(str, v))} at {path}"
+
+
 def features():
     from .. import OCI_VERSION, capabilities
     from .. import lsm
@@ -47,7 +58,8 @@ def features():
             "intelRdt": {"enabled": False},
             "mountExtensions": {"idmap": {"enabled": False}},
         },
-        "annotations": {"org.opencontainers.runtime-spec.features": "hutch"},
+        "annotations": {"org.opencontainers.runtime-spec.features": "hutch",
+                        "org.hutch.criu": _criu()},
     }
 
 

@@ -36,7 +36,25 @@ def criu_info(cfg):
         devices += [d[0] for d in DEFAULT_DEVICES if d[0] not in devices]
     return {"binds": binds, "masked": list(cfg.masked_paths), "devices": devices,
             "join": {t: p for t, p in cfg.namespaces.items() if p},
-            "userns": cfg.has_ns("user")}
+            "userns": cfg.has_ns("user"),
+            "cgroup_mounts": [m.destination for m in cfg.mounts if m.type == "cgroup"],
+            "cgroupns": cfg.new_ns("cgroup")}
+
+
+def _cgroup_binds(info, paths):
+    """Without a cgroup namespace, a cgroup mount is a set of binds of the
+    container's cgroup directories (see rootfs.setup): [(destination, source)]."""
+    if info.get("cgroupns") or not paths:
+        return []
+    out = []
+    for dest in info.get("cgroup_mounts", ()):
+        if set(paths) <= {"unified"}:
+            out.append((dest, paths["unified"]))
+            continue
+        for key, path in sorted(paths.items()):
+            name = key[5:] if key.startswith("name=") else key
+            out.append((f"{dest}/{name}", path))
+    return out
 
 
 def _open_dir(path, what, create=False):
@@ -158,6 +176,8 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                         for p in _masked_files(pid, info.get("masked", ()))]
                 if info.get("userns"):
                     ext += [{"key": p, "val": p} for p in info.get("devices", ())]
+                ext += [{"key": dest, "val": dest} for dest, _ in
+                        _cgroup_binds(info, (d.get("cgroup") or {}).get("paths"))]
                 opts["ext_mnt"] = ext
                 if "network" in info.get("join", {}):
                     ino = _inode(f"/proc/{pid}/ns/net")
@@ -268,6 +288,7 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
             ext.append({"key": "/dev/null", "val": "/dev/null"})
         if info["userns"]:
             ext += [{"key": p, "val": p} for p in info["devices"]]
+        ext += [{"key": dest, "val": src} for dest, src in _cgroup_binds(info, mgr.paths)]
         opts["ext_mnt"] = ext
         inherit = [{"key": s, "fd": i} for i, s in enumerate(stdio)
                    if isinstance(s, str) and s.startswith("pipe:")]
