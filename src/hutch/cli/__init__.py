@@ -9,7 +9,7 @@ from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
          "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
-         "enter", "checkpoint", "restore")
+         "enter", "checkpoint", "restore", "migrate", "receive")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
            "enter": "enter"}
@@ -42,6 +42,8 @@ commands:
   exec      run a new process in a running container
   checkpoint  save a running container with CRIU
   restore   restore a container from a checkpoint
+  migrate   move a running container to a host where `hutch receive` listens
+  receive   wait for a migrated container and restore it here
   enter     run a command in the namespaces of any process (like nsenter)
   spec      write a starter config.json
   features  print the OCI features hutch supports

@@ -74,9 +74,9 @@ def _lazy_pages_possible():
         return
     if size < PIPE_MAX_FOR_LAZY:
         raise HutchError(f"--lazy-pages: CRIU moves lazy pages through pipes of 4 MiB, "
-                         f"but fs.pipe-max-size is {size} here; run `sysctl "
-                         f"fs.pipe-max-size={PIPE_MAX_FOR_LAZY}` first (it needs "
-                         "CAP_SYS_RESOURCE, or root on a host that has it)", 95)
+                         f"but fs.pipe-max-size is {size} here; run `sysctl -w "
+                         f"fs.pipe-max-size={PIPE_MAX_FOR_LAZY}` first (hutch does not "
+                         "change host settings by itself)", 95)
 
 
 def _inode(path):
@@ -212,10 +212,11 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
             pid_file=None, console_socket=None, no_subreaper=False, no_pivot=False,
             tcp_established=False, ext_unix_sk=False, shell_job=False,
             file_locks=False, lazy_pages=False, manage_cgroups_mode=None, empty_ns=0,
-            auto_dedup=False, criu=None):
+            auto_dedup=False, criu=None, frozen=False):
     """Restores container ``cid`` from CRIU images with the bundle's config.json.
     Returns the exit code with ``detach`` false (the init is waited for, as in
-    `run`), else 0 once it runs."""
+    `run`), else 0 once it runs.  ``frozen``: freeze it as soon as it is back
+    (a migration thaws it once the source has let go)."""
     from .. import jsonlite
     from ..cgroups.manager import Manager
     from ..container import _process_plan, validate, _connect, is_rootless
@@ -340,6 +341,8 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))
+        if frozen:
+            mgr.freeze(True)
     except BaseException:
         if pid:
             from ..container import _kill_wait

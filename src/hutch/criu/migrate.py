@@ -1,0 +1,534 @@
+"""Live migration: `hutch migrate ID HOST:PORT` to a `hutch receive` on another host.
+
+Everything travels over one TCP connection (messages are length-prefixed JSON;
+files travel as tar streams cut into length-prefixed frames), except memory, which
+CRIU's page server receives directly:
+
+  source (migrate)                         destination (receive)
+  ---------------------------------------  ----------------------------------------
+  hello: id, config.json, options     ->   checks the id is free, makes a bundle
+  rootfs, pass 1 (container running)  ->   unpacks it                (unless shared)
+                                      <-   page server started: its port
+  freeze the container (a guard process thaws it if migrate dies from here on)
+  CRIU dump, pages to the page server ->   (CRIU's page server writes them)
+  rootfs, pass 2 (what changed)       ->   applies it
+  the other images                    ->   restores; the container stays frozen
+                                      <-   restored: pid, bytes received
+  kill the source container
+  commit                              ->   thaws the restored container
+                                      <-   done
+  clean-up at the source
+
+A failure or a lost connection before the commit rolls everything back: the
+destination removes what it made, and the source thaws its container, which never
+stopped existing.  (One window cannot be closed by either side alone: if the source
+dies between killing its copy and sending the commit, the destination rolls back
+too.  It is two syscalls wide.)
+
+Downtime is measured from the freeze to the destination's "restored".
+"""
+
+import json
+import os
+import socket
+import struct
+import time
+
+from .. import criu as C
+from ..errors import HutchError
+from . import rpc
+
+CHUNK = 1 << 16
+
+
+# --- framing ------------------------------------------------------------------------
+class Conn:
+    def __init__(self, sock):
+        self.sock = sock
+        self.sent = 0
+        self.received = 0
+
+    def send(self, obj):
+        data = json.dumps(obj).encode()
+        self._write(struct.pack(">I", len(data)) + data)
+
+    def recv(self):
+        head = self._read(4)
+        (n,) = struct.unpack(">I", head)
+        return json.loads(self._read(n))
+
+    def expect(self, kind):
+        msg = self.recv()
+        if msg.get("t") == "error":
+            raise HutchError(f"the destination failed: {msg.get('msg')}",
+                             msg.get("errno"))
+        if msg.get("t") != kind:
+            raise HutchError(f"migration protocol: expected {kind!r}, got "
+                             f"{msg.get('t')!r}", 71)
+        return msg
+
+    def _write(self, data):
+        self.sock.sendall(data)
+        self.sent += len(data)
+
+    def _read(self, n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = self.sock.recv(n - len(buf))
+            if not chunk:
+                raise HutchError("the other host closed the connection", 104)
+            buf += chunk
+        self.received += n
+        return bytes(buf)
+
+
+class FrameWriter:
+    """A write-only file object: each write becomes a frame; close() ends it."""
+
+    def __init__(self, conn, progress=None):
+        self.conn, self.progress, self.total = conn, progress, 0
+
+    def write(self, data):
+        if data:
+            self.conn._write(struct.pack(">I", len(data)) + bytes(data))
+            self.total += len(data)
+            if self.progress:
+                self.progress(self.total)
+        return len(data)
+
+    def close(self):
+        self.conn._write(struct.pack(">I", 0))
+
+    def flush(self):
+        pass
+
+
+class FrameReader:
+    def __init__(self, conn):
+        self.conn, self.left, self.done, self.total = conn, 0, False, 0
+
+    def read(self, n=-1):
+        out = bytearray()
+        while not self.done and (n < 0 or len(out) < n):
+            if self.left == 0:
+                (self.left,) = struct.unpack(">I", self.conn._read(4))
+                if self.left == 0:
+                    self.done = True
+                    break
+            take = self.left if n < 0 else min(self.left, n - len(out))
+            out += self.conn._read(take)
+            self.left -= take
+        self.total += len(out)
+        return bytes(out)
+
+    def drain(self):
+        while not self.done:
+            self.read(CHUNK)
+
+
+def send_tree(conn, path, names=None, progress=None):
+    """Sends ``path`` (or only ``names`` under it) as a tar stream."""
+    import tarfile
+    w = FrameWriter(conn, progress)
+    with tarfile.open(fileobj=w, mode="w|", format=tarfile.PAX_FORMAT) as tar:
+        if names is None:
+            tar.add(path, arcname=".", recursive=True)
+        else:
+            for n in names:
+                tar.add(os.path.join(path, n), arcname=n, recursive=False)
+    w.close()
+    return w.total
+
+
+def recv_tree(conn, dest):
+    import tarfile
+    r = FrameReader(conn)
+    kw = {"filter": "fully_trusted"} if hasattr(tarfile, "fully_trusted_filter") else {}
+    with tarfile.open(fileobj=r, mode="r|") as tar:
+        for member in tar:
+            _check_member(member, dest)
+            tar.extract(member, dest, set_attrs=True, numeric_owner=True, **kw)
+    r.drain()
+    return r.total
+
+
+def _check_member(m, dest):
+    """Members stay inside the destination: no absolute names, no '..', and no
+    path through a symlink (a rootfs has symlinks to anywhere; extracting through
+    one would write outside).  Symlinks themselves are kept as they are."""
+    name = m.name[2:] if m.name.startswith("./") else m.name
+    _check_member_name(name)
+    if m.islnk():
+        _check_member_name(m.linkname)
+    parts = [p for p in name.split("/") if p and p != "."]
+    here = dest
+    for p in parts[:-1]:
+        here = os.path.join(here, p)
+        if os.path.islink(here):
+            raise HutchError(f"migration: refused {name!r}: it goes through the "
+                             f"symlink {here!r}", 1)
+
+
+def snapshot(root):
+    """{relative path: (type, mode, size, mtime_ns)} of a tree, not following links."""
+    out = {}
+    for dirpath, dirs, files in os.walk(root):
+        for n in dirs + files:
+            full = os.path.join(dirpath, n)
+            try:
+                st = os.lstat(full)
+            except FileNotFoundError:
+                continue
+            out[os.path.relpath(full, root)] = (st.st_mode >> 12, st.st_mode & 0o7777,
+                                                st.st_size, st.st_mtime_ns)
+    return out
+
+
+# --- the source -------------------------------------------------------------------------
+class Progress:
+    def __init__(self, enabled):
+        self.enabled = enabled
+        self.phase = ""
+
+    def __call__(self, nbytes):
+        if self.enabled:
+            bar = "#" * min(30, nbytes // (1 << 20))
+            os.write(1, f"\r{self.phase:<18} [{bar:<30}] {nbytes / (1 << 20):8.1f} MiB"
+                        .encode())
+
+    def start(self, phase):
+        self.phase = phase
+        if self.enabled:
+            os.write(1, f"\r{phase:<18}".encode())
+
+    def end(self):
+        if self.enabled:
+            os.write(1, b"\n")
+
+
+def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
+            criu=None, out=None):
+    """Moves container ``cid`` to the `hutch receive` at ``dest`` (HOST:PORT).
+    Returns a report dict (downtime_ms, bytes, ...)."""
+    from ..container import load
+    criu = C.find(criu)
+    C.check_version(criu)
+    host, _, port = dest.rpartition(":")
+    if not host or not port.isdigit():
+        raise HutchError(f"migrate: destination {dest!r}: expected HOST:PORT", 22)
+    cdir = load(root, cid, lock=False)
+    d = cdir.data
+    if cdir.status() != "running":
+        raise HutchError(f"migrate: container {cid} is {cdir.status()}; only a "
+                         "running container can be migrated", 3)
+    if not d.get("cgroup") or not (d["cgroup"].get("paths") or {}).get("freezer") and \
+            "unified" not in (d["cgroup"].get("paths") or {}):
+        raise HutchError("migrate: the container has no freezer cgroup", 95)
+    with open(os.path.join(d["bundle"], "config.json")) as f:
+        config = f.read()
+    rootfs = os.path.realpath(d["rootfs"])
+    progress = Progress(bool(out) and os.isatty(1))
+    try:
+        sock = socket.create_connection((host.strip("[]"), int(port)), timeout=30)
+    except OSError as e:
+        raise HutchError(f"migrate: connect to {dest}: {e.strerror}", e.errno) from None
+    sock.settimeout(None)
+    conn = Conn(sock)
+    report = {"id": cid, "destination": dest}
+    guard = None
+    frozen = False
+    t_freeze = None
+    work = None
+    try:
+        conn.send({"t": "hello", "id": cid, "config": config,
+                   "shared_storage": shared_storage,
+                   "rootfs": rootfs if shared_storage else None,
+                   "tcp_established": tcp_established})
+        conn.expect("ready")
+        before = None
+        if not shared_storage:
+            progress.start("rootfs")
+            before = snapshot(rootfs)
+            report["rootfs_bytes"] = send_tree(conn, rootfs, progress=progress)
+            progress.end()
+            conn.expect("rootfs-ok")
+        conn.send({"t": "page-server"})
+        ps_port = conn.expect("page-server")["port"]
+        # from here on the container is frozen; the guard thaws it if we die
+        from ..cgroups.manager import Manager
+        mgr = Manager.from_state(d["cgroup"])
+        guard = _Guard(mgr)
+        t_freeze = time.monotonic()
+        mgr.freeze(True)
+        frozen = True
+        progress.start("checkpoint")
+        work = os.path.join(cdir.path, "migrate-images")
+        _rm(work)
+        from .container import checkpoint
+        checkpoint(root, cid, work, leave_running=True, tcp_established=tcp_established,
+                   page_server=f"{host}:{ps_port}", criu=criu)
+        if not shared_storage:
+            progress.start("rootfs changes")
+            after = snapshot(rootfs)
+            changed = sorted(n for n, v in after.items() if before.get(n) != v)
+            gone = sorted(n for n in before if n not in after)
+            conn.send({"t": "rootfs-delta", "deleted": gone})
+            report["rootfs_delta_bytes"] = send_tree(conn, rootfs, changed)
+            conn.expect("rootfs-delta-ok")
+        progress.start("images")
+        conn.send({"t": "images"})
+        report["image_bytes"] = send_tree(conn, work, progress=progress)
+        restored = conn.expect("restored")
+        report["downtime_ms"] = round((time.monotonic() - t_freeze) * 1000, 1)
+        report["page_bytes"] = restored.get("page_bytes", 0)
+        report["pid_at_destination"] = restored.get("pid")
+        # the container now exists twice, frozen here and frozen there: end ours
+        mgr.kill_all(9)
+        frozen = False
+        guard.disarm()
+        conn.send({"t": "commit"})
+        conn.expect("done")
+        progress.end()
+    except BaseException:
+        if frozen and guard is not None:
+            guard.thaw_now()
+        raise
+    finally:
+        if guard is not None:
+            guard.close()
+        sock.close()
+        if work:
+            _rm(work)
+    from ..container import delete
+    delete(root, cid, force=True)
+    report["bytes"] = conn.sent + conn.received
+    return report
+
+
+def _rm(path):
+    from ..state import rmtree
+    if os.path.lexists(path):
+        rmtree(path)
+
+
+class _Guard:
+    """A process that thaws the container if `hutch migrate` dies while it is
+    frozen (SIGKILL included): it waits on a pipe; EOF without "done" means thaw."""
+
+    def __init__(self, mgr):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                # only the pipe: the migration's socket must close when it dies
+                os.closerange(3, r)
+                os.closerange(r + 1, 65536)
+                got = b""
+                while True:
+                    chunk = os.read(r, 16)
+                    if not chunk:
+                        break
+                    got += chunk
+                if b"done" not in got:
+                    try:
+                        mgr.freeze(False)
+                    except Exception:   # noqa: BLE001 - nothing to report to
+                        pass
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.w, self.pid, self.mgr = w, pid, mgr
+
+    def disarm(self):
+        if self.w >= 0:
+            os.write(self.w, b"done")
+
+    def thaw_now(self):
+        try:
+            self.mgr.freeze(False)
+        except HutchError:
+            pass
+        self.disarm()
+
+    def close(self):
+        if self.w >= 0:
+            os.close(self.w)
+            self.w = -1
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass
+
+
+# --- the destination --------------------------------------------------------------------
+def receive(root, listen, bundle_dir, cgroup_parent=None, once=True, criu=None,
+            log=None):
+    """Serves migrations on ``listen`` (HOST:PORT); returns after one with
+    ``once``.  Bundles go to ``bundle_dir``/ID."""
+    criu = C.find(criu)
+    C.check_version(criu)
+    host, _, port = listen.rpartition(":")
+    if not port.isdigit():
+        raise HutchError(f"receive: --listen {listen!r}: expected HOST:PORT", 22)
+    srv = socket.socket(socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET)
+    srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        srv.bind((host.strip("[]") or "0.0.0.0", int(port)))
+    except OSError as e:
+        raise HutchError(f"receive: listen on {listen}: {e.strerror}", e.errno) from None
+    srv.listen(4)
+    if log:
+        log(f"listening on {listen}")
+    try:
+        while True:
+            sock, peer = srv.accept()
+            try:
+                _serve_one(root, Conn(sock), host.strip("[]"), bundle_dir,
+                           cgroup_parent, criu, log)
+            except HutchError as e:
+                if log:
+                    log(f"migration from {peer[0]} failed: {e}")
+                if once:
+                    raise
+            finally:
+                sock.close()
+            if once:
+                return
+    finally:
+        srv.close()
+
+
+def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
+    from ..container import delete
+    from ..state import ContainerDir, validate_id
+    bundle = images = None
+    ps_pid = 0
+    restored = False
+    cid = None
+    try:
+        hello = conn.expect("hello")
+        cid = validate_id(hello["id"])
+        if os.path.exists(ContainerDir(root, cid).path):
+            raise HutchError(f"a container {cid} exists here already", 17)
+        cfg = json.loads(hello["config"])
+        bundle = os.path.join(os.path.abspath(bundle_dir), cid)
+        if os.path.exists(bundle):
+            raise HutchError(f"the bundle directory {bundle} exists already", 17)
+        os.makedirs(bundle, 0o700)
+        if hello.get("shared_storage"):
+            cfg.setdefault("root", {})["path"] = hello["rootfs"]
+        else:
+            cfg.setdefault("root", {})["path"] = "rootfs"
+            os.mkdir(os.path.join(bundle, "rootfs"), 0o755)
+        if cgroup_parent:
+            cfg.setdefault("linux", {})["cgroupsPath"] = \
+                f"{cgroup_parent.rstrip('/')}/{cid}"
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        images = os.path.join(bundle, "images")
+        os.mkdir(images, 0o700)
+        conn.send({"t": "ready"})
+        if not hello.get("shared_storage"):
+            recv_tree(conn, os.path.join(bundle, "rootfs"))
+            conn.send({"t": "rootfs-ok"})
+        conn.expect("page-server")
+        ps_pid, ps_port = _page_server(criu, images, host)
+        conn.send({"t": "page-server", "port": ps_port})
+        msg = conn.recv()
+        if msg.get("t") == "rootfs-delta":
+            rootfs = os.path.join(bundle, "rootfs")
+            for name in msg.get("deleted", ()):
+                _check_member_name(name)
+                _rm(os.path.join(rootfs, name))
+            recv_tree(conn, rootfs)
+            conn.send({"t": "rootfs-delta-ok"})
+            msg = conn.recv()
+        if msg.get("t") != "images":
+            raise HutchError(f"migration protocol: expected images, got {msg.get('t')}",
+                             71)
+        recv_tree(conn, images)
+        _wait_pid(ps_pid)
+        ps_pid = 0
+        page_bytes = sum(os.path.getsize(os.path.join(images, n))
+                         for n in os.listdir(images) if n.startswith("pages-"))
+        from .container import restore
+        restore(root, cid, bundle, images, detach=True,
+                tcp_established=hello.get("tcp_established", False), criu=criu,
+                frozen=True)
+        restored = True
+        from ..container import load
+        pid = load(root, cid, lock=False).data["pid"]
+        conn.send({"t": "restored", "pid": pid, "page_bytes": page_bytes})
+        conn.expect("commit")
+        _thaw(root, cid)
+        conn.send({"t": "done"})
+        if log:
+            log(f"received {cid}: pid {pid}, {page_bytes} bytes of pages")
+        _rm(images)
+        images = None
+    except BaseException as e:
+        try:
+            conn.send({"t": "error", "msg": str(e), "errno": getattr(e, "errno", None)})
+        except Exception:   # noqa: BLE001 - the connection may be gone
+            pass
+        if ps_pid:
+            try:
+                os.kill(ps_pid, 9)
+            except ProcessLookupError:
+                pass
+        if restored and cid:
+            try:
+                delete(root, cid, force=True)
+            except HutchError:
+                pass
+        if bundle and os.path.exists(bundle):
+            _rm(bundle)
+        raise
+    finally:
+        if images:
+            _rm(images)
+
+
+def _check_member_name(name):
+    if name.startswith("/") or ".." in name.split("/"):
+        raise HutchError(f"migration: refused a path outside the bundle: {name!r}", 1)
+
+
+def _page_server(criu, images, host):
+    """Starts CRIU's page server writing into ``images``; (pid, port)."""
+    fd = os.open(images, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        resp = C.call(criu, {"type": rpc.PAGE_SERVER, "opts": {
+            "images_dir_fd": fd, "log_file": "page-server.log", "log_level": 4,
+            "ps": {"address": host or "0.0.0.0", "port": 0}}},
+            extra_fds=(fd,), what="page server")
+    finally:
+        os.close(fd)
+    if not resp.get("success"):
+        raise C.failure(resp, "start the page server",
+                        os.path.join(images, "page-server.log"))
+    ps = resp.get("ps") or {}
+    return ps.get("pid", 0), ps.get("port", 0)
+
+
+def _wait_pid(pid, timeout=60.0):
+    """The page server is CRIU's daemon, not our child: wait until it is gone."""
+    if not pid:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        import select
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+def _thaw(root, cid):
+    from ..cgroups.manager import Manager
+    from ..container import load
+    d = load(root, cid, lock=False).data
+    Manager.from_state(d["cgroup"]).freeze(False)
