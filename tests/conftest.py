@@ -51,6 +51,45 @@ def runtime_binary():
 RUNTIME_NAME = os.path.basename(os.environ.get("HUTCH_TEST_RUNTIME", "hutch"))
 
 
+MEMHOG = r"""
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+static volatile sig_atomic_t again;
+static void on_usr1(int s) { (void)s; again = 1; }
+static uint64_t sum(const uint64_t *p, size_t n) {
+    uint64_t h = 1469598103934665603ULL;
+    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
+    return h;
+}
+static void put(const char *path, uint64_t v) {
+    FILE *f = fopen(path, "w"); fprintf(f, "%016llx\n", (unsigned long long)v); fclose(f);
+}
+int main(int argc, char **argv) {
+    size_t n = (size_t)atol(argv[1]) << 17;          /* MiB -> 8-byte words */
+    uint64_t *p = malloc(n * 8), x = 88172645463325252ULL;
+    for (size_t i = 0; i < n; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
+    signal(SIGUSR1, on_usr1);
+    put("/mem.sum", sum(p, n));
+    for (;;) { pause(); if (again) { again = 0; put("/mem.sum2", sum(p, n)); } }
+}
+"""
+
+
+def build_memhog(dest):
+    """A static program that fills N MiB with a PRNG stream, writes its checksum
+    to /mem.sum, and writes it again to /mem.sum2 on SIGUSR1."""
+    if shutil.which("gcc") is None:
+        pytest.fail("gcc is missing: setup.sh installs build-essential (for CRIU)")
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "memhog.c")
+        with open(src, "w") as f:
+            f.write(MEMHOG)
+        subprocess.run(["gcc", "-O2", "-static", "-o", dest, src], check=True)
+
+
 def build_busybox(dest):
     bb = shutil.which("busybox") or "/bin/busybox"
     for d in ("bin", "proc", "sys", "dev", "etc", "tmp", "root", "run"):

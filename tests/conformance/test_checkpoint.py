@@ -13,34 +13,9 @@ import time
 
 import pytest
 
-from conftest import RUNTIME, RUNTIME_NAME, base_config
+from conftest import RUNTIME, RUNTIME_NAME, base_config, build_memhog
 
 CRIU = "/opt/criu4/sbin/criu"
-MEMHOG = r"""
-#include <signal.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <unistd.h>
-static volatile sig_atomic_t again;
-static void on_usr1(int s) { (void)s; again = 1; }
-static uint64_t sum(const uint64_t *p, size_t n) {
-    uint64_t h = 1469598103934665603ULL;
-    for (size_t i = 0; i < n; i++) h = (h ^ p[i]) * 1099511628211ULL;
-    return h;
-}
-static void put(const char *path, uint64_t v) {
-    FILE *f = fopen(path, "w"); fprintf(f, "%016llx\n", (unsigned long long)v); fclose(f);
-}
-int main(int argc, char **argv) {
-    size_t n = (size_t)atol(argv[1]) << 17;          /* MiB -> 8-byte words */
-    uint64_t *p = malloc(n * 8), x = 88172645463325252ULL;
-    for (size_t i = 0; i < n; i++) { x ^= x << 13; x ^= x >> 7; x ^= x << 17; p[i] = x; }
-    signal(SIGUSR1, on_usr1);
-    put("/mem.sum", sum(p, n));
-    for (;;) { pause(); if (again) { again = 0; put("/mem.sum2", sum(p, n)); } }
-}
-"""
 
 
 def _glob():
@@ -153,12 +128,7 @@ def test_leave_running(bundle, tmp_path):
 
 def test_256_mib_of_memory_comes_back_intact(bundle, tmp_path):
     b = bundle
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is missing: setup.sh installs build-essential for CRIU")
-    src = tmp_path / "memhog.c"
-    src.write_text(MEMHOG)
-    subprocess.run(["gcc", "-O2", "-static", "-o", os.path.join(b.rootfs, "memhog"),
-                    str(src)], check=True)
+    build_memhog(os.path.join(b.rootfs, "memhog"))
     img = str(tmp_path / "img")
     with _container(b, base_config(["/memhog", "256"])) as cid:
         total = _read_int_hex(os.path.join(b.rootfs, "mem.sum"))
