@@ -115,12 +115,14 @@ class Swrk:
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
-         cgroups=None):
+         cgroups=None, on_start=None):
     """Sends ``req`` and answers notifications until the final response, which is
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
     exception from it fails the request (CRIU then rolls back)."""
     from . import rpc
     w = Swrk(criu, extra_fds, inherit_stdio, cgroups)
+    if on_start is not None:
+        on_start(w.proc.pid)
     try:
         w.send(req)
         while True:

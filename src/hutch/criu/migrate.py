@@ -266,7 +266,7 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         _rm(work)
         from .container import checkpoint
         checkpoint(root, cid, work, leave_running=True, tcp_established=tcp_established,
-                   page_server=f"{host}:{ps_port}", criu=criu)
+                   page_server=f"{host}:{ps_port}", criu=criu, on_criu=guard.watch)
         if not shared_storage:
             progress.start("rootfs changes")
             after = snapshot(rootfs)
@@ -313,7 +313,10 @@ def _rm(path):
 
 class _Guard:
     """A process that thaws the container if `hutch migrate` dies while it is
-    frozen (SIGKILL included): it waits on a pipe; EOF without "done" means thaw."""
+    frozen (SIGKILL included): it waits on a pipe; EOF without "done" means thaw.
+    If a CRIU dump is under way it first lets CRIU finish or fail on its own
+    (killing CRIU mid-dump could leave its parasite code in the container's
+    processes), since CRIU puts the freezer back as it found it."""
 
     def __init__(self, mgr):
         r, w = os.pipe()
@@ -326,11 +329,14 @@ class _Guard:
                 os.closerange(r + 1, 65536)
                 got = b""
                 while True:
-                    chunk = os.read(r, 16)
+                    chunk = os.read(r, 64)
                     if not chunk:
                         break
                     got += chunk
                 if b"done" not in got:
+                    for word in got.split():
+                        if word.startswith(b"criu="):
+                            _wait_pid(int(word[5:]), 300.0)
                     try:
                         mgr.freeze(False)
                     except Exception:   # noqa: BLE001 - nothing to report to
@@ -339,6 +345,10 @@ class _Guard:
                 os._exit(0)
         os.close(r)
         self.w, self.pid, self.mgr = w, pid, mgr
+
+    def watch(self, criu_pid):
+        if self.w >= 0:
+            os.write(self.w, f" criu={criu_pid} ".encode())
 
     def disarm(self):
         if self.w >= 0:
@@ -509,7 +519,26 @@ def _page_server(criu, images, host):
         raise C.failure(resp, "start the page server",
                         os.path.join(images, "page-server.log"))
     ps = resp.get("ps") or {}
-    return ps.get("pid", 0), ps.get("port", 0)
+    return _page_server_pid(images) or ps.get("pid", 0), ps.get("port", 0)
+
+
+def _page_server_pid(images):
+    """CRIU's page server daemonizes, so the pid in its answer is not the one that
+    stays: find the daemon by the images directory it holds open."""
+    real = os.path.realpath(images)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{name}/cmdline", "rb") as f:
+                if not f.read().startswith(b"criu: page-server"):
+                    continue
+            for fd in os.listdir(f"/proc/{name}/fd"):
+                if os.readlink(f"/proc/{name}/fd/{fd}") == real:
+                    return int(name)
+        except OSError:
+            continue
+    return 0
 
 
 def _wait_pid(pid, timeout=60.0):
