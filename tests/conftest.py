@@ -184,8 +184,10 @@ def bundle(busybox_rootfs, tmp_path):
     b = Bundle(busybox_rootfs, root, str(tmp_path))
     yield b
     b.cleanup()
-    # compiled seccomp programs are a cache the state root keeps on purpose
-    leftover = [e for e in os.listdir(root) if e != ".seccomp-cache"] \
+    # caches the state root keeps on purpose: compiled seccomp programs, and the
+    # version of the CRIU binary (by its identity)
+    leftover = [e for e in os.listdir(root) if e not in (".seccomp-cache",
+                                                         ".criu-version")] \
         if os.path.isdir(root) else []
     assert not leftover, f"state left behind: {leftover}"
 

@@ -180,9 +180,9 @@ def test_exec_gets_the_init_confinement_and_cap_adds(bundle):
         assert eff == base_eff | 1 << 21          # CAP_SYS_ADMIN is 21
 
 
-@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
-                   reason="runc 1.1.5 gives exec'd processes the soft RLIMIT_NOFILE its "
-                   "Go runtime raised to the hard limit, not the configured one")
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=False,
+                   reason="runc 1.1.5 often gives exec'd processes the soft RLIMIT_NOFILE "
+                   "its Go runtime raised to the hard limit, not the configured one")
 def test_exec_gets_the_configured_rlimits(bundle):
     b = bundle
     cid = b.new_id()

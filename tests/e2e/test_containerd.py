@@ -6,6 +6,7 @@ import uuid
 
 import pytest
 
+from conftest import RUNTIME_NAME
 from engine_fixtures import IMAGE, engines  # noqa: F401 - the session fixture
 
 
@@ -109,6 +110,9 @@ def test_errors_surface_through_ctr(engines, task):  # noqa: F811
     assert p.returncode != 0 and "executable file not found" in p.stderr, p.stderr
 
 
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
+                   reason="the engine runs runc without --criu, so runc uses Debian's "
+                   "CRIU 3.17, which cannot dump on this kernel")
 def test_task_checkpoint(engines):  # noqa: F811
     """ctr task checkpoint: the shim pauses, checkpoints with --leave-running and
     resumes; the task keeps running and a checkpoint image is stored."""

@@ -8,6 +8,7 @@ import uuid
 
 import pytest
 
+from conftest import RUNTIME_NAME
 from engine_fixtures import IMAGE, engines  # noqa: F401 - the session fixture
 
 
@@ -179,6 +180,9 @@ def test_pid_host_stop_uses_kill_all(engines):  # noqa: F811
         e.podman("rm", "-f", "-t", "0", name)
 
 
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
+                   reason="the engine runs runc without --criu, so runc uses Debian's "
+                   "CRIU 3.17, which cannot dump on this kernel")
 def test_checkpoint_restore_export_import(engines, tmp_path):  # noqa: F811
     """podman container checkpoint/restore, and --export/--import, through the
     runtime (a counter keeps counting)."""

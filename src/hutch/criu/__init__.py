@@ -162,12 +162,43 @@ def version(criu):
     return v.get("major_number", 0), v.get("minor_number", 0), v.get("sublevel", 0)
 
 
-def check_version(criu):
+_checked = {}
+
+
+def check_version(criu, cache_dir=None):
+    """The version of ``criu``, refused if older than 4.1.  Remembered per process
+    and, with ``cache_dir``, on disk by the binary's identity (size, mtime, inode),
+    so that each checkpoint does not start one more CRIU just to ask."""
+    if criu in _checked:
+        return _checked[criu]
+    key = cache = None
+    if cache_dir:
+        try:
+            st = os.stat(criu)
+            key = f"{os.path.realpath(criu)}:{st.st_ino}:{st.st_size}:{st.st_mtime_ns}"
+            cache = os.path.join(cache_dir, ".criu-version")
+            with open(cache) as f:
+                k, _, v = f.read().strip().rpartition(" ")
+            if k == key:
+                ver = tuple(int(x) for x in v.split("."))
+                _checked[criu] = ver
+                return ver
+        except (OSError, ValueError):
+            pass
     v = version(criu)
     if v[:2] < MIN_VERSION:
         raise HutchError(f"criu {criu} is version {'.'.join(map(str, v))}; hutch needs "
                          f"{'.'.join(map(str, MIN_VERSION))} or newer "
                          "(tools/install-criu.sh builds one)", 95)
+    _checked[criu] = v
+    if cache:
+        try:
+            tmp = f"{cache}.{os.getpid()}"
+            with open(tmp, "w") as f:
+                f.write(f"{key} {'.'.join(map(str, v))}\n")
+            os.replace(tmp, cache)
+        except OSError:
+            pass
     return v
 
 

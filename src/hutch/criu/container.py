@@ -107,7 +107,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
     from ..container import delete, load
     from ..jsonlite import dumps
     criu = C.find(criu)
-    C.check_version(criu)
+    C.check_version(criu, root)
     cdir = load(root, cid)
     with cdir:
         d = cdir.data
@@ -228,7 +228,7 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     if is_rootless():
         raise HutchError("restore: CRIU needs root", 1)
     criu = C.find(criu)
-    C.check_version(criu)
+    C.check_version(criu, root)
     bundle = os.path.abspath(bundle)
     cfg = load_config(bundle)
     validate(cfg)

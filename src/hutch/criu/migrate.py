@@ -212,7 +212,7 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
     Returns a report dict (downtime_ms, bytes, ...)."""
     from ..container import load
     criu = C.find(criu)
-    C.check_version(criu)
+    C.check_version(criu, root)
     host, _, port = dest.rpartition(":")
     if not host or not port.isdigit():
         raise HutchError(f"migrate: destination {dest!r}: expected HOST:PORT", 22)
@@ -261,12 +261,21 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         t_freeze = time.monotonic()
         mgr.freeze(True)
         frozen = True
+        phases = report["frozen_phases_ms"] = {}
+        mark = [t_freeze]
+
+        def lap(name):
+            now = time.monotonic()
+            phases[name] = round((now - mark[0]) * 1000, 1)
+            mark[0] = now
+        lap("freeze")
         progress.start("checkpoint")
         work = os.path.join(cdir.path, "migrate-images")
         _rm(work)
         from .container import checkpoint
         checkpoint(root, cid, work, leave_running=True, tcp_established=tcp_established,
                    page_server=f"{host}:{ps_port}", criu=criu, on_criu=guard.watch)
+        lap("dump")
         if not shared_storage:
             progress.start("rootfs changes")
             after = snapshot(rootfs)
@@ -275,10 +284,13 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
             conn.send({"t": "rootfs-delta", "deleted": gone})
             report["rootfs_delta_bytes"] = send_tree(conn, rootfs, changed)
             conn.expect("rootfs-delta-ok")
+            lap("rootfs_delta")
         progress.start("images")
         conn.send({"t": "images"})
         report["image_bytes"] = send_tree(conn, work, progress=progress)
+        lap("images")
         restored = conn.expect("restored")
+        lap("restore")
         report["downtime_ms"] = round((time.monotonic() - t_freeze) * 1000, 1)
         report["page_bytes"] = restored.get("page_bytes", 0)
         report["pid_at_destination"] = restored.get("pid")
@@ -377,7 +389,7 @@ def receive(root, listen, bundle_dir, cgroup_parent=None, once=True, criu=None,
     """Serves migrations on ``listen`` (HOST:PORT); returns after one with
     ``once``.  Bundles go to ``bundle_dir``/ID."""
     criu = C.find(criu)
-    C.check_version(criu)
+    C.check_version(criu, root)
     host, _, port = listen.rpartition(":")
     if not port.isdigit():
         raise HutchError(f"receive: --listen {listen!r}: expected HOST:PORT", 22)
