@@ -1,0 +1,193 @@
+#!/usr/bin/env python3
+"""Checkpoint and restore times, side by side: hutch, runc (same CRIU, --criu), and
+bare CRIU (the criu command line with the options hutch sends, on a hutch
+container), for a small container and one holding 512 MiB; and, with --migrate,
+hutch's migration downtime for 256 MiB between two network namespaces.
+
+Usage: bench/criu.py [RUNS] [--migrate]       (root; after ./setup.sh)
+Prints a markdown table.  Not a timed test: it reports ratios.
+"""
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+
+HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(HERE, "tests"))
+from conftest import base_config, build_busybox, build_memhog  # noqa: E402
+
+CRIU = "/opt/criu4/sbin/criu"
+HUTCH = [os.path.join(HERE, ".venv", "bin", "hutch-fast")]
+RUNC = ["runc", "--criu", CRIU]
+
+
+def sh(cmd, **kw):
+    """stderr through a file: a detached container would hold a pipe open."""
+    with tempfile.TemporaryFile() as err:
+        p = subprocess.run(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=err, **kw)
+        err.seek(0)
+        p.stderr = err.read().decode(errors="replace")
+    return p
+
+
+class Box:
+    def __init__(self, work, rt, name, mib):
+        self.work, self.rt, self.name, self.mib = work, rt, name, mib
+        self.root = os.path.join(work, f"state-{name}")
+        self.bundle = os.path.join(work, f"bundle-{name}")
+        self.cg = f"/hutch-bench-criu-{name}"
+        os.makedirs(self.bundle, exist_ok=True)
+        rootfs = os.path.join(self.bundle, "rootfs")
+        if not os.path.exists(rootfs):
+            build_busybox(rootfs)
+            build_memhog(os.path.join(rootfs, "memhog"))
+        cfg = base_config(["/memhog", str(mib)] if mib else ["sleep", "100000"])
+        cfg["linux"]["cgroupsPath"] = self.cg
+        with open(os.path.join(self.bundle, "config.json"), "w") as f:
+            json.dump(cfg, f)
+
+    def cmd(self, *args):
+        return self.rt + ["--root", self.root] + list(args)
+
+    def start(self, cid):
+        # stdio /dev/null (a host file cannot be checkpointed); errors to --log
+        log = os.path.join(self.work, "run.log")
+        p = subprocess.run(self.rt + ["--root", self.root, "--log", log, "run", "-d",
+                                      "--bundle", self.bundle, cid],
+                           stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                           stderr=subprocess.DEVNULL)
+        assert p.returncode == 0, open(log).read()
+        if self.mib:
+            path = os.path.join(self.bundle, "rootfs", "mem.sum")
+            while not os.path.exists(path):
+                time.sleep(0.01)
+            os.unlink(path)
+
+    def pid(self, cid):
+        return json.loads(subprocess.run(self.cmd("state", cid), capture_output=True,
+                                         text=True).stdout)["pid"]
+
+
+def timed(cmd):
+    t = time.monotonic()
+    p = sh(cmd)
+    dt = (time.monotonic() - t) * 1000
+    assert p.returncode == 0, (cmd, p.stderr)
+    return dt
+
+
+def bare_dump_cmd(box, cid, img):
+    """The criu command line equivalent to what hutch sends over RPC."""
+    st = json.load(open(os.path.join(box.root, cid, "state.json")))
+    info = st["criu"]
+    cmd = [CRIU, "dump", "-t", str(st["pid"]), "-D", img, "-o", "dump.log", "-v4",
+           "--root", os.path.realpath(st["rootfs"]), "--manage-cgroups",
+           "--freeze-cgroup", st["cgroup"]["paths"]["freezer"]]
+    for p in info["masked"]:
+        full = f"/proc/{st['pid']}/root{p}"
+        if os.path.exists(full) and not os.path.isdir(full):
+            cmd += ["--ext-mount-map", f"{p}:/dev/null"]
+    return cmd
+
+
+def bare_restore_cmd(box, img, root_mnt):
+    cmd = [CRIU, "restore", "-D", img, "-o", "restore.log", "-v4", "--root", root_mnt,
+           "--manage-cgroups", "--restore-detached", "--ext-mount-map",
+           "/dev/null:/dev/null", "--evasive-devices"]
+    for key in ("memory", "pids", "cpu", "freezer"):
+        cmd += ["--cgroup-root", f"{key}:{box.cg}"]
+    return cmd
+
+
+def bench(tool, box, runs):
+    dumps, restores = [], []
+    for i in range(runs):
+        cid = f"b{i}-{uuid.uuid4().hex[:4]}"
+        img = os.path.join(box.work, f"img-{box.name}-{i}")
+        box.start(cid)
+        if tool == "bare":
+            os.makedirs(img)
+            dumps.append(timed(bare_dump_cmd(box, cid, img)))
+            # the processes are gone; the container's state goes the usual way
+            sh(box.cmd("delete", "-f", cid))
+            for d in os.listdir("/sys/fs/cgroup"):
+                os.makedirs(f"/sys/fs/cgroup/{d}{box.cg}", exist_ok=True) \
+                    if d in ("memory", "pids", "cpu,cpuacct", "freezer") else None
+            mnt = tempfile.mkdtemp(dir=box.work)
+            subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"), mnt],
+                           check=True)
+            try:
+                restores.append(timed(bare_restore_cmd(box, img, mnt)))
+            finally:
+                subprocess.run(["umount", "-l", mnt])
+                os.rmdir(mnt)
+            for d in ("memory", "pids", "cpu,cpuacct", "freezer"):
+                path = f"/sys/fs/cgroup/{d}{box.cg}"
+                try:
+                    for p in open(f"{path}/cgroup.procs").read().split():
+                        os.kill(int(p), 9)
+                except OSError:
+                    pass
+            for d in ("memory", "pids", "cpu,cpuacct", "freezer"):
+                path = f"/sys/fs/cgroup/{d}{box.cg}"
+                for _ in range(500):        # until the killed tasks have exited
+                    try:
+                        os.rmdir(path)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.01)
+        else:
+            dumps.append(timed(box.cmd("checkpoint", "--image-path", img, cid)))
+            restores.append(timed(box.cmd("restore", "-d", "--image-path", img,
+                                          "--bundle", box.bundle, cid)))
+            sh(box.cmd("delete", "-f", cid))
+        shutil.rmtree(img, ignore_errors=True)
+    return dumps, restores
+
+
+def fmt(xs):
+    return f"{statistics.mean(xs):.0f} ± {statistics.pstdev(xs):.0f}"
+
+
+def main():
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 5
+    work = tempfile.mkdtemp(prefix="hutch-bench-criu-")
+    rows = []
+    boxes = []
+    try:
+        for mib in (0, 512):
+            res = {}
+            for tool, rt in (("hutch", HUTCH), ("runc", RUNC), ("bare CRIU", HUTCH)):
+                box = Box(work, rt, f"{tool.split()[0]}-{mib}", mib)
+                boxes.append(box)
+                res[tool] = bench("bare" if tool == "bare CRIU" else tool, box, runs)
+            base_d = statistics.mean(res["bare CRIU"][0])
+            base_r = statistics.mean(res["bare CRIU"][1])
+            for tool, (d, r) in res.items():
+                rows.append(f"| {tool} | {mib or 'small'} | {fmt(d)} | "
+                            f"{statistics.mean(d) / base_d:.2f} | {fmt(r)} | "
+                            f"{statistics.mean(r) / base_r:.2f} |")
+    finally:
+        for box in boxes:        # whatever a failed run left running
+            for cid in (os.listdir(box.root) if os.path.isdir(box.root) else ()):
+                if not cid.startswith("."):
+                    sh(box.cmd("delete", "-f", cid))
+        subprocess.run(["sh", "-c", f"grep -o '{work}[^ ]*' /proc/self/mountinfo | "
+                        "sort -r | xargs -r -n1 umount -l"])
+        shutil.rmtree(work, ignore_errors=True)
+    print("| Tool | Memory (MiB) | Checkpoint [ms] | vs bare | Restore [ms] | vs bare |")
+    print("|:---|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
+if __name__ == "__main__":
+    main()
