@@ -19,7 +19,6 @@ import os
 
 from .. import criu as C
 from ..errors import HutchError, NotRunning
-from . import rpc
 
 DESCRIPTORS = "descriptors.json"
 NET_KEY = "extRootNetNS"
@@ -105,6 +104,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                auto_dedup=False, criu=None, on_criu=None):
     """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists."""
     from ..container import delete, load
+    from . import rpc
     from ..jsonlite import dumps
     criu = C.find(criu)
     C.check_version(criu, root)
@@ -221,6 +221,7 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     from .. import jsonlite
     from ..cgroups.manager import Manager
     from ..container import _process_plan, validate, _connect, is_rootless
+    from . import rpc
     from ..linux import kernel as K
     from ..spec.config import load_config
     from ..state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_atomic
