@@ -111,7 +111,25 @@ SCRIPT = ("/memhog 64 & i=0; while :; do i=$((i+1)); echo $i > /count; "
           "sleep 0.05; done")
 
 
-def test_migration_keeps_the_counter_and_the_memory(bundle, hosts, memhog):
+@pytest.fixture
+def pipe_max():
+    """Lazy pages need 4 MiB pipes; the host's setting is put back afterwards."""
+    path = "/proc/sys/fs/pipe-max-size"
+    with open(path) as f:
+        before = f.read().strip()
+    if int(before) < 4 << 20:
+        with open(path, "w") as f:
+            f.write(str(4 << 20))
+    yield
+    with open(path, "w") as f:
+        f.write(before)
+
+
+@pytest.mark.parametrize("mode", ["page-server", "lazy-pages"])
+def test_migration_keeps_the_counter_and_the_memory(bundle, hosts, memhog, mode,
+                                                     request):
+    if mode == "lazy-pages":
+        request.getfixturevalue("pipe_max")
     h = hosts
     cid, _ = _start(bundle, h, ["sh", "-c", SCRIPT])
     total = _read(os.path.join(bundle.rootfs, "mem.sum"))
@@ -119,8 +137,9 @@ def test_migration_keeps_the_counter_and_the_memory(bundle, hosts, memhog):
     recv = _receiver(h)
     try:
         _wait_listening(h)
+        lazy = ["--lazy-pages"] if mode == "lazy-pages" else []
         p = subprocess.run(_in(h["a"], *RUNTIME, "--root", h["root_a"], "migrate",
-                               "--json", cid, f"{B_IP}:{h['port']}"),
+                               "--json", *lazy, cid, f"{B_IP}:{h['port']}"),
                            capture_output=True, text=True, timeout=120,
                            stdin=subprocess.DEVNULL)
         assert p.returncode == 0, p.stderr
@@ -128,7 +147,11 @@ def test_migration_keeps_the_counter_and_the_memory(bundle, hosts, memhog):
         assert recv.wait(30) == 0
     finally:
         recv.kill()
-    assert report["page_bytes"] >= 64 << 20 and report["downtime_ms"] > 0, report
+    assert report["downtime_ms"] > 0, report
+    if mode == "page-server":
+        assert report["page_bytes"] >= 64 << 20, report
+    else:
+        assert report["pages_pulled_ms"] >= report["downtime_ms"], report
     assert _state(h["root_a"], cid) is None            # gone from the source
     st = _state(h["root_b"], cid)
     assert st["status"] == "running"

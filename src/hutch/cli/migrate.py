@@ -9,12 +9,15 @@ bytes moved.  A failure at any step leaves the container running here.
 options:
   --shared-storage      both hosts see the rootfs at the same path: do not copy it
   --tcp-established     move established TCP connections too
+  --lazy-pages          post-copy: restore at once, pull memory on demand afterwards
+                        (userfaultfd; needs fs.pipe-max-size >= 4 MiB here)
   --json                print the report as JSON
 """
 
 from . import args
 
 SPEC = {"--shared-storage": ("shared", "bool"), "--tcp-established": ("tcp", "bool"),
+        "--lazy-pages": ("lazy", "bool"),
         "--json": ("json", "bool")}
 
 
@@ -24,7 +27,8 @@ def run(g, argv):
     o, pos = args.parse(argv, SPEC, "migrate")
     if len(pos) != 2:
         raise args.Usage('"migrate" requires 2 arguments: ID HOST:PORT')
-    r = migrate(g.root, pos[0], pos[1], o["shared"], o["tcp"], g.criu, out=sys.stdout)
+    r = migrate(g.root, pos[0], pos[1], o["shared"], o["tcp"], g.criu, out=sys.stdout,
+                lazy_pages=o["lazy"])
     if o["json"]:
         from .. import jsonlite
         sys.stdout.write(jsonlite.dumps(r, compact=True) + "\n")

@@ -115,17 +115,33 @@ class Swrk:
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
-         cgroups=None, on_start=None):
+         cgroups=None, on_start=None, ready=None):
     """Sends ``req`` and answers notifications until the final response, which is
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
-    exception from it fails the request (CRIU then rolls back)."""
+    exception from it fails the request (CRIU then rolls back).  ``ready``:
+    (fd, callback): the callback runs once the fd becomes readable while CRIU
+    works (a lazy dump's status fd); if it raises, the CRIU worker is killed."""
     from . import rpc
     w = Swrk(criu, extra_fds, inherit_stdio, cgroups)
     if on_start is not None:
         on_start(w.proc.pid)
+    killed = False
     try:
         w.send(req)
         while True:
+            if ready is not None:
+                import select
+                r, _, _ = select.select([w.sock, ready[0]], [], [])
+                if ready[0] in r and w.sock not in r:
+                    fd, callback = ready
+                    ready = None
+                    try:
+                        os.read(fd, 1)
+                        callback()
+                    except BaseException:
+                        killed = True
+                        raise
+                    continue
             resp, fds = w.recv()
             if resp is None:
                 raise HutchError(f"{what}: criu exited without an answer (exit "
@@ -151,7 +167,7 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
                 continue
             return resp
     finally:
-        w.close()
+        w.close(kill=killed)
 
 
 def version(criu):

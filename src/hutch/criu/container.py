@@ -101,7 +101,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                leave_running=False, tcp_established=False, ext_unix_sk=False,
                shell_job=False, file_locks=False, pre_dump=False, page_server=None,
                lazy_pages=False, status_fd=-1, manage_cgroups_mode=None, empty_ns=0,
-               auto_dedup=False, criu=None, on_criu=None):
+               auto_dedup=False, criu=None, on_criu=None, ready=None):
     """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists."""
     from ..container import delete, load
     from . import rpc
@@ -192,7 +192,8 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                 with open(os.path.join(image_path, DESCRIPTORS), "w") as f:
                     f.write(dumps(stdio, compact=True))
             req = {"type": rpc.PRE_DUMP if pre_dump else rpc.DUMP, "opts": opts}
-            resp = C.call(criu, req, extra_fds=fds, what="checkpoint", on_start=on_criu)
+            resp = C.call(criu, req, extra_fds=fds, what="checkpoint", on_start=on_criu,
+                          ready=ready)
         finally:
             for fd in (img, work):
                 os.close(fd)
