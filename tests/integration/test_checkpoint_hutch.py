@@ -54,3 +54,62 @@ def test_pre_dump_and_lazy_pages_say_what_is_missing(bundle, tmp_path):
         assert json.loads(b.rt("state", cid).stdout)["status"] == "running"
     finally:
         b.rt("delete", "--force", cid)
+
+
+def test_a_terminal_comes_back_through_the_console_socket(bundle, tmp_path):
+    """A container with a terminal: after checkpoint and restore (--shell-job), the
+    restored pty's master arrives on the new --console-socket and the program
+    keeps writing to it."""
+    import socket
+    import time
+    b = bundle
+    cfg = base_config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo n$i; sleep 0.1; "
+                       "done"])
+    cfg["process"]["terminal"] = True
+    b.write(cfg)
+    cid = b.new_id()
+
+    def console(path):
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(20)
+        return srv
+
+    def master(srv):
+        conn, _ = srv.accept()
+        _, fds, _, _ = socket.recv_fds(conn, 100, 1)
+        conn.close()
+        srv.close()
+        return fds[0]
+
+    def read(fd, n=6):
+        out = b""
+        while out.count(b"\n") < n:
+            out += os.read(fd, 100)
+        return [int(x[1:]) for x in out.split() if x.startswith(b"n")]
+
+    srv = console(str(tmp_path / "c1"))
+    p = subprocess.Popen(RUNTIME + ["--root", b.root, "run", "-d", "--console-socket",
+                                    str(tmp_path / "c1"), "--bundle", b.dir, cid],
+                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                         stderr=subprocess.DEVNULL)
+    m1 = master(srv)
+    assert p.wait() == 0
+    before = read(m1)
+    assert _run(b, "checkpoint", "--shell-job", "--image-path", tmp_path / "img",
+                cid).returncode == 0
+    os.close(m1)
+    srv = console(str(tmp_path / "c2"))
+    p = subprocess.Popen(RUNTIME + ["--root", b.root, "restore", "-d", "--shell-job",
+                                    "--console-socket", str(tmp_path / "c2"),
+                                    "--image-path", str(tmp_path / "img"), "--bundle",
+                                    b.dir, cid], stdin=subprocess.DEVNULL,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    m2 = master(srv)
+    assert p.wait() == 0
+    after = read(m2)
+    os.close(m2)
+    assert after[0] > before[-1] and after == sorted(after), (before, after)
+    time.sleep(0.1)
+    b.rt("delete", "--force", cid)
