@@ -197,3 +197,25 @@ def test_checkpoint_refusals(bundle, tmp_path):
         p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "y"), cid)
         assert p.returncode != 0, p.stderr
         assert "not running" in p.stderr or "stopped" in p.stderr, p.stderr
+
+
+def test_bind_mounts_come_back(bundle, tmp_path):
+    """A bind mount is external state: after restore the process writes to the
+    bundle's bind source again."""
+    b = bundle
+    vol = tmp_path / "vol"
+    vol.mkdir()
+    cfg = base_config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /data/n; "
+                       "sleep 0.05; done"])
+    cfg["mounts"].append({"destination": "/data", "type": "bind", "source": str(vol),
+                          "options": ["rbind", "rw"]})
+    with _container(b, cfg) as cid:
+        time.sleep(0.3)
+        p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "img"), cid)
+        assert p.returncode == 0, p.stderr
+        last = _read_int(str(vol / "n"))
+        p = _rt(b, "restore", "-d", "--image-path", str(tmp_path / "img"), "--bundle",
+                b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        time.sleep(0.3)
+        assert _read_int(str(vol / "n")) > last
