@@ -241,18 +241,24 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             os.close(fd)
         if csock >= 0:
             os.close(csock)
-        if pid:
-            _kill_wait(pid, state.get("starttime"))
-        if mgr is not None:
-            try:
-                mgr.destroy()
-            except HutchError:
-                pass
+        undo(pid, state.get("starttime"), mgr)
         cdir.remove()
         raise
     finally:
         cdir.unlock()
     return state
+
+
+def undo(pid, starttime, mgr):
+    """Rolls back a create or restore that failed part-way: the init (if any) and
+    the cgroups go; the caller removes the state directory."""
+    if pid:
+        _kill_wait(pid, starttime)
+    if mgr is not None:
+        try:
+            mgr.destroy()
+        except HutchError:
+            pass
 
 
 def _connect(path):

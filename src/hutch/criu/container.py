@@ -347,14 +347,8 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
         if frozen:
             mgr.freeze(True)
     except BaseException:
-        if pid:
-            from ..container import _kill_wait
-            _kill_wait(pid, state.get("starttime"))
-        if mgr is not None:
-            try:
-                mgr.destroy()
-            except HutchError:
-                pass
+        from ..container import undo
+        undo(pid, state.get("starttime"), mgr)
         _unmount(mounted)
         mounted = None
         cdir.remove()

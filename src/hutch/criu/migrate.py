@@ -287,12 +287,7 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         lap("dump")
         if not shared_storage:
             progress.start("rootfs changes")
-            after = snapshot(rootfs)
-            changed = sorted(n for n, v in after.items() if before.get(n) != v)
-            gone = sorted(n for n in before if n not in after)
-            conn.send({"t": "rootfs-delta", "deleted": gone})
-            report["rootfs_delta_bytes"] = send_tree(conn, rootfs, changed)
-            conn.expect("rootfs-delta-ok")
+            report["rootfs_delta_bytes"] = _send_delta(conn, rootfs, before)
             lap("rootfs_delta")
         progress.start("images")
         conn.send({"t": "images"})
@@ -324,6 +319,17 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
     delete(root, cid, force=True)
     report["bytes"] = conn.sent + conn.received
     return report
+
+
+def _send_delta(conn, rootfs, before):
+    """The rootfs's second pass: what changed since ``before``, and deletions."""
+    after = snapshot(rootfs)
+    changed = sorted(n for n, v in after.items() if before.get(n) != v)
+    gone = sorted(n for n in before if n not in after)
+    conn.send({"t": "rootfs-delta", "deleted": gone})
+    sent = send_tree(conn, rootfs, changed)
+    conn.expect("rootfs-delta-ok")
+    return sent
 
 
 def _free_port(addr):
@@ -362,12 +368,7 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
     def ready():
         lap("dump")
         if not shared_storage:
-            after = snapshot(rootfs)
-            changed = sorted(n for n, v in after.items() if before.get(n) != v)
-            gone = sorted(n for n in before if n not in after)
-            conn.send({"t": "rootfs-delta", "deleted": gone})
-            report["rootfs_delta_bytes"] = send_tree(conn, rootfs, changed)
-            conn.expect("rootfs-delta-ok")
+            report["rootfs_delta_bytes"] = _send_delta(conn, rootfs, before)
             lap("rootfs_delta")
         conn.send({"t": "images", "page_server": [src_ip, port]})
         report["image_bytes"] = send_tree(conn, work)
