@@ -101,7 +101,7 @@ def test_counter_continues_across_checkpoint_and_restore(bundle, tmp_path):
             time.sleep(0.06)
             seen.append(_read_int(count))
         assert seen == sorted(seen) and seen[-1] > last, seen
-        assert seen[1] in (last, last + 1, last + 2), seen   # no restart from 1
+        assert last <= seen[1] <= last + 20, seen   # continues; no restart from 1
         # an ordinary container again: state, exec, another checkpoint, kill, delete
         assert _status(b, cid) == "running"
         p = b.rt("exec", cid, "sh", "-c", "cat /count; cat /proc/1/cmdline | head -c 2")
