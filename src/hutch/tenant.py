@@ -209,11 +209,14 @@ def _join_cgroups(paths, pid):
 
 # --- exec -----------------------------------------------------------------------
 def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
-            preserve_fds=0, ignore_paused=False, cgroups=(), source="config.json"):
+            preserve_fds=0, ignore_paused=False, cgroups=(), source="config.json",
+            cdir=None):
     """Runs ``proc`` (see :func:`base_process`) in container ``cid``.  Returns the
-    exit code (0 right away with ``detach``)."""
+    exit code (0 right away with ``detach``).  ``cdir``: the container's loaded
+    state directory, when the caller has it already."""
     from .container import _pidfd, load
-    cdir = load(root, cid, lock=False)
+    if cdir is None:
+        cdir = load(root, cid, lock=False)
     d = cdir.data
     status = cdir.status()
     if status == "stopped":

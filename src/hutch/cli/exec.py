@@ -59,7 +59,8 @@ def _run(g, argv):
         raise args.Usage("exec: give either --process FILE or COMMAND, not both")
     if (o["preserve_fds"] or 0) < 0:
         raise HutchError("--preserve-fds must not be negative", 22)
-    base = tenant.base_process(tenant._exec_info(load(g.root, cid, lock=False).data))
+    cdir = load(g.root, cid, lock=False)
+    base = tenant.base_process(tenant._exec_info(cdir.data))
     if o["process"]:
         proc = tenant.process_from_json(o["process"], base)
         source = "process.json"
@@ -78,4 +79,4 @@ def _run(g, argv):
                           console_socket=o["console_socket"],
                           preserve_fds=o["preserve_fds"] or 0,
                           ignore_paused=o["ignore_paused"], cgroups=o["cgroup"],
-                          source=source)
+                          source=source, cdir=cdir)

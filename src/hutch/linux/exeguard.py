@@ -56,11 +56,13 @@ def is_immutable(path="/proc/self/exe"):
 
 
 def needs_reexec(strict=False):
-    """Whether a process that enters a container must re-exec from a read-only
-    clone (see the module doc).  Decided in the parent, before the fork."""
+    """(re-exec needed, guarded even against CAP_LINUX_IMMUTABLE): whether a
+    process that enters a container must re-exec from a read-only clone (see the
+    module doc).  Decided in the parent, before the fork."""
     if is_guarded():
-        return False
-    return strict or not is_immutable()
+        return False, True
+    reexec = strict or not is_immutable()
+    return reexec, reexec
 
 
 def may_clear_immutable(capabilities, userns):

@@ -102,8 +102,6 @@ def child(plan, sock, hostproc, console_sock):
 def open_console(proc, console_sock):
     """A new pty on the container's devpts; the master goes to the console socket
     and the slave becomes the process's terminal."""
-    import fcntl
-    import struct
     from . import finalize
     if console_sock < 0:
         raise HutchError("a terminal was requested but no console socket was given")
@@ -117,19 +115,4 @@ def open_console(proc, console_sock):
     if master < 0:
         raise HutchError(f"open a terminal in the container: /dev/pts/ptmx: "
                          f"{err.strerror}", err.errno)
-    try:
-        fcntl.ioctl(master, finalize.TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, finalize.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-        cs = proc["console_size"]
-        if cs:
-            fcntl.ioctl(slave, finalize.TIOCSWINSZ, struct.pack("HHHH", cs[0], cs[1],
-                                                                0, 0))
-        try:
-            channel.send_fd(console_sock, master, "/dev/ptmx")
-        except OSError as e:
-            raise HutchError(f"send the terminal to the console socket: {e.strerror}",
-                             e.errno) from None
-    finally:
-        os.close(master)
-        os.close(console_sock)
-    return slave
+    return finalize.hand_over_pty(master, console_sock, proc["console_size"])

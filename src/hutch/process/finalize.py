@@ -21,8 +21,6 @@ TIOCSWINSZ = 0x5414
 def open_console(k, rf, plan):
     """Opens a pty pair on the container's devpts, sends the master to the console
     socket and returns the slave fd."""
-    import fcntl
-    import struct
     from ..rootfs.paths import open_in_root
     sock = plan["console_socket"]
     if sock < 0:
@@ -36,19 +34,29 @@ def open_console(k, rf, plan):
     except FileNotFoundError:
         raise HutchError("process.terminal needs a devpts mount at /dev/pts in the "
                          "container", 2) from None
-    fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-    slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
-    cs = plan["process"]["console_size"]
-    if cs:
-        fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", cs[0], cs[1], 0, 0))
+    return hand_over_pty(master, sock, plan["process"]["console_size"])
+
+
+def hand_over_pty(master, sock, console_size):
+    """Unlocks the pty whose ``master`` is given, sizes it, sends the master to
+    the console socket ``sock`` and returns the slave.  Closes master and sock."""
+    import fcntl
+    import struct
     from .channel import send_fd
     try:
-        send_fd(sock, master, "/dev/ptmx")
-    except OSError as e:
-        raise HutchError(f"send the console to --console-socket: {e.strerror}",
-                         e.errno) from None
-    os.close(master)
-    os.close(sock)
+        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
+        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        if console_size:
+            fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", console_size[0],
+                                                       console_size[1], 0, 0))
+        try:
+            send_fd(sock, master, "/dev/ptmx")
+        except OSError as e:
+            raise HutchError(f"send the console to --console-socket: {e.strerror}",
+                             e.errno) from None
+    finally:
+        os.close(master)
+        os.close(sock)
     return slave
 
 

@@ -40,7 +40,7 @@ class Helper:
         helper imports while it waits.  ``strict``: re-exec from a read-only
         clone even when the interpreter is immutable (see exeguard)."""
         from ..linux.exeguard import needs_reexec
-        reexec = needs_reexec(strict)
+        reexec, fully_guarded = needs_reexec(strict)
         psock, csock = channel.socketpair()
         pid = os.fork()
         if pid == 0:
@@ -69,7 +69,7 @@ class Helper:
                     os._exit(1)
         os.close(csock)
         h = cls(pid, psock)
-        h.strict = reexec or not needs_reexec(True)
+        h.strict = fully_guarded
         return h
 
     def close(self):
