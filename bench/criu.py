@@ -20,7 +20,9 @@ import uuid
 
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests"))
+sys.path.insert(0, os.path.join(HERE, "src"))
 from conftest import base_config, build_busybox, build_memhog  # noqa: E402
+from hutch.criu.container import network_lock  # noqa: E402
 
 CRIU = "/opt/criu4/sbin/criu"
 HUTCH = [os.path.join(HERE, ".venv", "bin", "hutch-fast")]
@@ -90,6 +92,8 @@ def bare_dump_cmd(box, cid, img):
     cmd = [CRIU, "dump", "-t", str(st["pid"]), "-D", img, "-o", "dump.log", "-v4",
            "--root", os.path.realpath(st["rootfs"]), "--manage-cgroups",
            "--freeze-cgroup", st["cgroup"]["paths"]["freezer"]]
+    if network_lock(st["pid"], info) == "skip":
+        cmd += ["--network-lock", "skip"]
     for p in info["masked"]:
         full = f"/proc/{st['pid']}/root{p}"
         if os.path.exists(full) and not os.path.isdir(full):
@@ -106,52 +110,53 @@ def bare_restore_cmd(box, img, root_mnt):
     return cmd
 
 
-def bench(tool, box, runs):
-    dumps, restores = [], []
-    for i in range(runs):
-        cid = f"b{i}-{uuid.uuid4().hex[:4]}"
-        img = os.path.join(box.work, f"img-{box.name}-{i}")
-        box.start(cid)
-        if tool == "bare":
-            os.makedirs(img)
-            dumps.append(timed(bare_dump_cmd(box, cid, img)))
-            # the processes are gone; the container's state goes the usual way
+def one(tool, box, i):
+    """One checkpoint and restore of a fresh container: (dump ms, restore ms)."""
+    cid = f"b{i}-{uuid.uuid4().hex[:4]}"
+    img = os.path.join(box.work, f"img-{box.name}-{i}")
+    box.start(cid)
+    try:
+        if tool != "bare":
+            d = timed(box.cmd("checkpoint", "--image-path", img, cid))
+            r = timed(box.cmd("restore", "-d", "--image-path", img, "--bundle",
+                              box.bundle, cid))
             sh(box.cmd("delete", "-f", cid))
-            for d in os.listdir("/sys/fs/cgroup"):
-                os.makedirs(f"/sys/fs/cgroup/{d}{box.cg}", exist_ok=True) \
-                    if d in ("memory", "pids", "cpu,cpuacct", "freezer") else None
-            mnt = tempfile.mkdtemp(dir=box.work)
-            subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"), mnt],
-                           check=True)
+            return d, r
+        os.makedirs(img)
+        d = timed(bare_dump_cmd(box, cid, img))
+        # the processes are gone; the container's state goes the usual way
+        sh(box.cmd("delete", "-f", cid))
+        for c in CGROUPS:
+            os.makedirs(f"/sys/fs/cgroup/{c}{box.cg}", exist_ok=True)
+        mnt = tempfile.mkdtemp(dir=box.work)
+        subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"), mnt],
+                       check=True)
+        try:
+            r = timed(bare_restore_cmd(box, img, mnt))
+        finally:
+            subprocess.run(["umount", "-l", mnt])
+            os.rmdir(mnt)
+        for c in CGROUPS:
             try:
-                restores.append(timed(bare_restore_cmd(box, img, mnt)))
-            finally:
-                subprocess.run(["umount", "-l", mnt])
-                os.rmdir(mnt)
-            for d in ("memory", "pids", "cpu,cpuacct", "freezer"):
-                path = f"/sys/fs/cgroup/{d}{box.cg}"
+                for p in open(f"/sys/fs/cgroup/{c}{box.cg}/cgroup.procs").read().split():
+                    os.kill(int(p), 9)
+            except OSError:
+                pass
+        for c in CGROUPS:
+            for _ in range(500):        # until the killed tasks have exited
                 try:
-                    for p in open(f"{path}/cgroup.procs").read().split():
-                        os.kill(int(p), 9)
+                    os.rmdir(f"/sys/fs/cgroup/{c}{box.cg}")
+                    break
+                except FileNotFoundError:
+                    break
                 except OSError:
-                    pass
-            for d in ("memory", "pids", "cpu,cpuacct", "freezer"):
-                path = f"/sys/fs/cgroup/{d}{box.cg}"
-                for _ in range(500):        # until the killed tasks have exited
-                    try:
-                        os.rmdir(path)
-                        break
-                    except FileNotFoundError:
-                        break
-                    except OSError:
-                        time.sleep(0.01)
-        else:
-            dumps.append(timed(box.cmd("checkpoint", "--image-path", img, cid)))
-            restores.append(timed(box.cmd("restore", "-d", "--image-path", img,
-                                          "--bundle", box.bundle, cid)))
-            sh(box.cmd("delete", "-f", cid))
+                    time.sleep(0.01)
+        return d, r
+    finally:
         shutil.rmtree(img, ignore_errors=True)
-    return dumps, restores
+
+
+CGROUPS = ("memory", "pids", "cpu,cpuacct", "freezer")
 
 
 def fmt(xs):
@@ -164,12 +169,17 @@ def main():
     rows = []
     boxes = []
     try:
+        tools = (("hutch", HUTCH), ("runc", RUNC), ("bare CRIU", HUTCH))
         for mib in (0, 512):
-            res = {}
-            for tool, rt in (("hutch", HUTCH), ("runc", RUNC), ("bare CRIU", HUTCH)):
-                box = Box(work, rt, f"{tool.split()[0]}-{mib}", mib)
-                boxes.append(box)
-                res[tool] = bench("bare" if tool == "bare CRIU" else tool, box, runs)
+            mine = {tool: Box(work, rt, f"{tool.split()[0]}-{mib}", mib)
+                    for tool, rt in tools}
+            boxes += mine.values()
+            res = {tool: ([], []) for tool, _ in tools}
+            for i in range(runs):      # interleaved, so that drift hits all alike
+                for tool, _ in tools:
+                    d, r = one("bare" if tool == "bare CRIU" else tool, mine[tool], i)
+                    res[tool][0].append(d)
+                    res[tool][1].append(r)
             base_d = statistics.mean(res["bare CRIU"][0])
             base_r = statistics.mean(res["bare CRIU"][1])
             for tool, (d, r) in res.items():

@@ -295,15 +295,33 @@ class Manager:
             self.freeze(False)
 
     def destroy(self, timeout=5.0):
-        """Kills what remains, then removes the directories hutch made."""
-        if self.pids():
-            self.kill_all(9)
-            deadline = time.monotonic() + timeout
-            while self.pids() and time.monotonic() < deadline:
-                time.sleep(0.005)
+        """Kills what remains, then removes the directories hutch made.  When the
+        container is already empty (its init gone, and every process with it),
+        one rmdir per directory does it: the freezer's goes first, and if it is
+        busy the full way runs (kill frozen, wait, remove trees)."""
+        first = self.paths.get("freezer") or next(iter(self.paths.values()), None)
+        empty = False
+        if first:
+            try:
+                os.rmdir(first)
+                empty = True
+            except FileNotFoundError:
+                empty = True
+            except OSError:
+                pass
         errors = []
-        for path in sorted(self.paths.values(), key=len, reverse=True):
-            self._rmdir_tree(path, errors)
+        if empty:
+            for path in sorted(self.paths.values(), key=len, reverse=True):
+                self._rmdir_tree(path, errors, quick=True)
+        if not empty or errors:
+            errors = []
+            if self.pids():
+                self.kill_all(9)
+                deadline = time.monotonic() + timeout
+                while self.pids() and time.monotonic() < deadline:
+                    time.sleep(0.005)
+            for path in sorted(self.paths.values(), key=len, reverse=True):
+                self._rmdir_tree(path, errors)
         for d in reversed(self.created):
             if d in self.paths.values():
                 continue
@@ -316,7 +334,16 @@ class Manager:
         if errors:
             raise HutchError("remove cgroup: " + "; ".join(errors))
 
-    def _rmdir_tree(self, path, errors):
+    def _rmdir_tree(self, path, errors, quick=False):
+        try:
+            os.rmdir(path)
+            return
+        except FileNotFoundError:
+            return
+        except OSError as e:
+            if quick:       # busy: tasks or sub-cgroups; the caller takes the full way
+                errors.append(f"{path}: {e.strerror}")
+                return
         if not os.path.isdir(path):
             return
         for dirpath, dirs, _files in os.walk(path, topdown=False):

@@ -161,4 +161,13 @@ def main(argv=None):
 
 
 def entry():
-    sys.exit(main())
+    """The command's exit, without the interpreter's teardown (~1 ms of every
+    verb): hutch writes its state and logs unbuffered and runs no threads, so
+    flushing stdout and stderr is all that teardown would do for it."""
+    code = main()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code if isinstance(code, int) else 1)

@@ -22,7 +22,6 @@ CONFIG = "/etc/hutch/hutch.conf"
 
 def find(explicit=None):
     """The criu binary to use, by the order in the module doc."""
-    import shutil
     cands = [("--criu", explicit), ("$HUTCH_CRIU", os.environ.get("HUTCH_CRIU")),
              (CONFIG, _from_config())]
     for origin, path in cands:
@@ -31,6 +30,7 @@ def find(explicit=None):
                 raise HutchError(f"criu {path} (from {origin}) is not an executable "
                                  "file", 2)
             return path
+    import shutil
     path = shutil.which("criu", path=os.environ.get("PATH", "") +
                         ":/usr/local/sbin:/usr/sbin:/sbin")
     if path is None:
@@ -52,24 +52,130 @@ def _from_config():
     return None
 
 
+_kdat_ready = set()
+
+
+def kdat_cache(criu):
+    """Makes sure CRIU can keep its kernel-feature cache (criu.kdat).  Without it
+    every CRIU start probes the kernel again (~25 ms, on the downtime of every
+    migration).  CRIU keeps the cache only on a tmpfs; tools/install-criu.sh
+    builds CRIU with its own directory for it, named in <prefix>/hutch-kdat-dir,
+    and this mounts a 1 MiB tmpfs there when the directory is not on one (this
+    machine's /run is not), for instance after a reboot.  A CRIU that is not
+    hutch's build keeps its cache where it always does.  Returns the directory,
+    or None."""
+    if criu in _kdat_ready:
+        return None
+    _kdat_ready.add(criu)
+    try:
+        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(
+                criu))), "hutch-kdat-dir")) as f:
+            where = f.read().strip()
+    except OSError:
+        return None
+    if not where.startswith("/") or os.path.exists(os.path.join(where, "criu.kdat")):
+        return where
+    try:
+        os.makedirs(where, 0o700, exist_ok=True)
+        if _fstype(where) != "tmpfs":
+            from ..linux import kernel as K
+            K.kernel().mount("hutch-criu", where, "tmpfs",
+                             K.MS_NOSUID | K.MS_NODEV | K.MS_NOEXEC,
+                             "size=1m,mode=0700", what=f"mount CRIU's cache tmpfs on {where}")
+        # CRIU leaves criu.kdat.tmp behind where it could not keep the cache, and
+        # none after it writes one; a live writer needs microseconds
+        import time
+        tmp = os.path.join(where, "criu.kdat.tmp")
+        if time.time() - os.stat(tmp).st_mtime > 10:
+            os.unlink(tmp)
+    except OSError:
+        pass    # only slower: CRIU probes the kernel as it would without a cache
+    return where
+
+
+def _fstype(path, mountinfo="/proc/self/mountinfo"):
+    """The filesystem type of the mount that holds ``path`` (no symlinks in it)."""
+    best, kind = "", None
+    with open(mountinfo) as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            mnt = left.split()[4].replace("\\040", " ")
+            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and \
+                    len(mnt) >= len(best):
+                best, kind = mnt, right.split()[0]
+    return kind
+
+
+class Worker:
+    """A started CRIU process: the little of subprocess.Popen this needs
+    (subprocess's imports alone cost more than starting CRIU)."""
+
+    def __init__(self, argv, keep_fds=(), stdin_null=True):
+        keep = set(keep_fds)
+        actions = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]   # clears CLOEXEC
+        if stdin_null:
+            actions.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
+        # as close_fds: what hutch itself inherited does not reach CRIU
+        for name in os.listdir("/proc/self/fd"):
+            fd = int(name)
+            if fd > 2 and fd not in keep:
+                try:
+                    if os.get_inheritable(fd):
+                        actions.append((os.POSIX_SPAWN_CLOSE, fd))
+                except OSError:
+                    pass
+        # default SIGPIPE/SIGXFSZ (Python ignores them) and an empty signal mask
+        self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
+                                  setsigdef=(13, 25), setsigmask=())
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status = self.pid, 0
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        import time
+        end = None if timeout is None else time.monotonic() + timeout
+        delay = 0.0005
+        while self.poll() is None:
+            if end is not None and time.monotonic() > end:
+                raise TimeoutError(f"criu {self.pid} still running after {timeout} s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return self.returncode
+
+    def kill(self):
+        if self.poll() is None:
+            try:
+                os.kill(self.pid, 9)
+            except ProcessLookupError:
+                pass
+
+
 class Swrk:
     """One `criu swrk` worker and its socket."""
 
     def __init__(self, criu, extra_fds=(), inherit_stdio=False, cgroups=None):
         import _socket
-        import subprocess
+        kdat_cache(criu)
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.sock = a
         try:
-            self.proc = subprocess.Popen(
-                [criu, "swrk", str(b.fileno())],
-                pass_fds=(b.fileno(),) + tuple(extra_fds), close_fds=True,
-                stdin=None if inherit_stdio else subprocess.DEVNULL)
+            self.proc = Worker([criu, "swrk", str(b.fileno())],
+                               (b.fileno(),) + tuple(extra_fds),
+                               stdin_null=not inherit_stdio)
         except OSError as e:
             a.close()
             b.close()
             raise HutchError(f"start criu {criu}: {e.strerror}", e.errno) from None
         b.close()
+        self.answered = False
         if cgroups is not None:
             # restored tasks start in criu's cgroups before CRIU moves them
             try:
@@ -104,25 +210,34 @@ class Swrk:
         return rpc.decode("resp", data), fds
 
     def close(self, kill=False):
+        """Waits for CRIU to exit; ``kill``: kills it first unless it has given
+        its final answer (then it is only finishing, and is let finish)."""
         self.sock.close()
-        if kill and self.proc.poll() is None:
+        if kill and not self.answered:
             self.proc.kill()
         try:
             self.proc.wait(timeout=30)
-        except Exception:   # noqa: BLE001 - a stuck worker is killed
+        except TimeoutError:
             self.proc.kill()
             self.proc.wait()
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
-         cgroups=None, on_start=None, ready=None):
+         cgroups=None, on_start=None, ready=None, worker=None):
     """Sends ``req`` and answers notifications until the final response, which is
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
     exception from it fails the request (CRIU then rolls back).  ``ready``:
     (fd, callback): the callback runs once the fd becomes readable while CRIU
-    works (a lazy dump's status fd); if it raises, the CRIU worker is killed."""
+    works (a lazy dump's status fd); if it raises, the CRIU worker is killed.
+    ``worker``: a Swrk started earlier (CRIU's own start-up, ~3 ms, then runs
+    alongside hutch's preparations); its owner closes it (after a success that
+    can wait until hutch has done its own part), except that it is killed here
+    when ``ready``'s callback fails.  Descriptors named in
+    the request by number (images_dir_fd, work_dir_fd, status_fd) need not be
+    passed: CRIU opens them through /proc/<hutch>/fd; only inherit_fd ones must
+    be in CRIU's own table."""
     from . import rpc
-    w = Swrk(criu, extra_fds, inherit_stdio, cgroups)
+    w = worker or Swrk(criu, extra_fds, inherit_stdio, cgroups)
     if on_start is not None:
         on_start(w.proc.pid)
     killed = False
@@ -165,9 +280,11 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
                 if ok:
                     w.send({"type": rpc.NOTIFY, "notify_success": True})
                 continue
+            w.answered = True
             return resp
     finally:
-        w.close(kill=killed)
+        if worker is None or killed:
+            w.close(kill=killed)
 
 
 def version(criu):

@@ -623,6 +623,7 @@ def _lazy_daemon(criu, images, address, port):
     as a command (nothing is read from its output); restore finds it through the
     socket it makes in the work directory."""
     import subprocess
+    C.kdat_cache(criu)
     p = subprocess.Popen([criu, "lazy-pages", "--page-server", "--address", address,
                           "--port", str(port), "-D", images, "-W", images,
                           "-o", "lazy-pages.log", "-v4"], stdin=subprocess.DEVNULL,

@@ -43,6 +43,7 @@ SCHEMAS = {
         "lazy_pages": (48, "bool", False), "status_fd": (49, "int32", False),
         "orphan_pts_master": (50, "bool", False), "config_file": (51, "string", False),
         "tcp_close": (52, "bool", False), "lsm_profile": (53, "string", False),
+        "network_lock": (64, "enum", False),
     },
     "features": {"mem_track": (1, "bool", False), "lazy_pages": (2, "bool", False)},
     "req": {"type": (1, "enum", False), "opts": (2, "opts", False),
@@ -69,6 +70,9 @@ CPUINFO_DUMP, CPUINFO_CHECK, FEATURE_CHECK, VERSION, WAIT_PID, PAGE_SERVER_CHLD 
 # criu_cg_mode
 CG_MODES = {"ignore": 0, "none": 1, "props": 2, "soft": 3, "full": 4, "strict": 5,
             "default": 6}
+
+# criu_network_lock_method
+NETWORK_LOCK = {"iptables": 1, "nftables": 2, "skip": 3}
 
 _VARINT, _LEN = 0, 2
 
