@@ -269,20 +269,51 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     Returns the exit code with ``detach`` false (the init is waited for, as in
     `run`), else 0 once it runs.  ``frozen``: freeze it as soon as it is back
     (a migration thaws it once the source has let go)."""
-    from .. import jsonlite
-    from ..cgroups.manager import Manager
-    from ..container import _process_plan, validate, _connect, is_rootless
-    from . import rpc
-    from ..linux import kernel as K
+    from ..state import validate_id
     from ..spec.config import load_config
-    from ..state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_atomic
     validate_id(cid)
-    if is_rootless():
+    if os.geteuid() != 0:
         raise HutchError("restore: CRIU needs root", 1)
     criu = C.find(criu)
     C.check_version(criu, root)
     bundle = os.path.abspath(bundle)
     cfg = load_config(bundle)
+    info = criu_info(cfg)
+    nfd = _open_ns(info["join"]["network"]) if "network" in info["join"] else -1
+    # CRIU starts (~3 ms) while hutch checks the rest and makes the cgroups and
+    # the root; the joined network namespace is the one descriptor it must hold
+    try:
+        worker = C.Swrk(criu, extra_fds=[nfd] if nfd >= 0 else [], inherit_stdio=True)
+    except BaseException:
+        if nfd >= 0:
+            os.close(nfd)
+        raise
+    extra = [nfd] if nfd >= 0 else []
+    try:
+        return _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path,
+                        work_path, detach, pid_file, console_socket, no_subreaper,
+                        tcp_established, ext_unix_sk, shell_job, file_locks,
+                        lazy_pages, manage_cgroups_mode, empty_ns, auto_dedup, criu,
+                        frozen)
+    finally:
+        worker.close(kill=True)     # at once unless it has answered
+        for fd in extra:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+def _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path, work_path,
+             detach, pid_file, console_socket, no_subreaper, tcp_established,
+             ext_unix_sk, shell_job, file_locks, lazy_pages, manage_cgroups_mode,
+             empty_ns, auto_dedup, criu, frozen):
+    from .. import jsonlite
+    from ..cgroups.manager import Manager
+    from ..container import _process_plan, validate, _connect
+    from . import rpc
+    from ..linux import kernel as K
+    from ..state import ContainerDir, now_rfc3339, proc_stat, write_atomic
     validate(cfg)
     if lazy_pages and not C.features(criu)["lazy_pages"]:
         raise HutchError("--lazy-pages: this kernel or CRIU lacks userfaultfd support",
@@ -295,19 +326,8 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     except FileNotFoundError:
         raise HutchError(f"restore: {image_path} holds no checkpoint of hutch's or "
                          f"runc's ({DESCRIPTORS} is missing)", 2) from None
-    info = criu_info(cfg)
-    extra = []
-    nfd = -1
-    if "network" in info["join"]:
-        nfd = _open_ns(info["join"]["network"])
-        extra.append(nfd)
     cdir = ContainerDir(root, cid)
-    try:
-        cdir.make()
-    except BaseException:
-        if nfd >= 0:
-            os.close(nfd)
-        raise
+    cdir.make()
     state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
              "bundle": bundle, "rootfs": cfg.root_path, "created": now_rfc3339(),
              "annotations": cfg.annotations, "owner": "", "restored": True,
@@ -315,19 +335,17 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     mgr = None
     mounted = None
     pid = 0
-    worker = None
     try:
-        # CRIU starts (~3 ms) while hutch makes the cgroups and the root; the
-        # joined network namespace is the one descriptor it must hold itself
-        worker = C.Swrk(criu, extra_fds=[nfd] if nfd >= 0 else [], inherit_stdio=True)
-        cdir.save(state)
         mgr = Manager.for_container(cid, cfg.cgroups_path)
         state["cgroup"] = mgr.to_state()
-        cdir.save()
+        cdir.save(state)
         mgr.create()
         mgr.apply(cfg.resources, device_nodes=cfg.devices)
-        # restored tasks start in CRIU's cgroups before CRIU moves them
-        mgr.add(worker.proc.pid)
+        if manage_cgroups_mode == "ignore":
+            # CRIU leaves the restored tasks in its own cgroups: make them these
+            # (in every other mode CRIU moves each task into the cgroups of the
+            # dump, mapped onto these by cg_root, before restoring its memory)
+            mgr.add(worker.proc.pid)
         k = K.kernel()
         # CRIU wants the root to be a mount point whose parent is not overmounted
         mounted = os.path.join(cdir.path, "criu-root")
@@ -410,27 +428,20 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
             mgr.freeze(True)
     except BaseException:
         from ..container import undo
-        if worker is not None:
-            worker.close(kill=True)     # out of the cgroups undo removes
+        worker.close(kill=True)     # out of the cgroups undo removes
         undo(pid, state.get("starttime"), mgr)
         _unmount(mounted)
         mounted = None
         cdir.remove()
         raise
     finally:
-        if worker is not None:
-            worker.close(kill=True)     # at once unless it has answered
-        for fd in extra:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
         _unmount(mounted)
         cdir.unlock()
     if detach:
         return 0
     from ..container import delete
     from ..runner import wait_child
+    worker.close()
     code = wait_child(pid)
     delete(root, cid, force=True)
     return code
