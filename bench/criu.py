@@ -5,7 +5,8 @@ container), for a small container and one holding 512 MiB; and, with --migrate,
 hutch's migration downtime for 256 MiB between two network namespaces.
 
 Usage: bench/criu.py [RUNS] [--migrate]       (root; after ./setup.sh)
-Prints a markdown table.  Not a timed test: it reports ratios.
+Prints markdown tables.  Not a timed test: it reports ratios.  --migrate raises
+fs.pipe-max-size to 4 MiB for the lazy-pages runs and puts it back afterwards.
 """
 
 import json
@@ -22,6 +23,7 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, os.path.join(HERE, "tests"))
 sys.path.insert(0, os.path.join(HERE, "src"))
 from conftest import base_config, build_busybox, build_memhog  # noqa: E402
+from hutch.cgroups import hierarchies  # noqa: E402
 from hutch.criu.container import network_lock  # noqa: E402
 
 CRIU = "/opt/criu4/sbin/criu"
@@ -105,8 +107,8 @@ def bare_restore_cmd(box, img, root_mnt):
     cmd = [CRIU, "restore", "-D", img, "-o", "restore.log", "-v4", "--root", root_mnt,
            "--manage-cgroups", "--restore-detached", "--ext-mount-map",
            "/dev/null:/dev/null", "--evasive-devices"]
-    for key in ("memory", "pids", "cpu", "freezer"):
-        cmd += ["--cgroup-root", f"{key}:{box.cg}"]
+    for h in hierarchies():     # as hutch's cg_root: every hierarchy, "" for v2
+        cmd += ["--cgroup-root", box.cg if h.version == 2 else f"{h.key}:{box.cg}"]
     return cmd
 
 
@@ -126,37 +128,127 @@ def one(tool, box, i):
         d = timed(bare_dump_cmd(box, cid, img))
         # the processes are gone; the container's state goes the usual way
         sh(box.cmd("delete", "-f", cid))
-        for c in CGROUPS:
-            os.makedirs(f"/sys/fs/cgroup/{c}{box.cg}", exist_ok=True)
+        # made untimed; CRIU makes the rest (with their properties)
+        mounts = [h.mountpoint for h in hierarchies()]
+        made = [h.mountpoint for h in hierarchies() if h.key in
+                ("memory", "pids", "cpu", "freezer")]
         mnt = tempfile.mkdtemp(dir=box.work)
-        subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"), mnt],
-                       check=True)
         try:
+            for m in made:
+                os.makedirs(m + box.cg, exist_ok=True)
+            subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"),
+                            mnt], check=True)
             r = timed(bare_restore_cmd(box, img, mnt))
         finally:
-            subprocess.run(["umount", "-l", mnt])
+            subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
             os.rmdir(mnt)
-        for c in CGROUPS:
-            try:
-                for p in open(f"/sys/fs/cgroup/{c}{box.cg}/cgroup.procs").read().split():
-                    os.kill(int(p), 9)
-            except OSError:
-                pass
-        for c in CGROUPS:
-            for _ in range(500):        # until the killed tasks have exited
+            for m in mounts:
                 try:
-                    os.rmdir(f"/sys/fs/cgroup/{c}{box.cg}")
-                    break
-                except FileNotFoundError:
-                    break
+                    for p in open(f"{m}{box.cg}/cgroup.procs").read().split():
+                        os.kill(int(p), 9)
                 except OSError:
-                    time.sleep(0.01)
+                    pass
+            for m in mounts:
+                for _ in range(500):        # until the killed tasks have exited
+                    try:
+                        os.rmdir(m + box.cg)
+                        break
+                    except FileNotFoundError:
+                        break
+                    except OSError:
+                        time.sleep(0.01)
         return d, r
     finally:
         shutil.rmtree(img, ignore_errors=True)
 
 
-CGROUPS = ("memory", "pids", "cpu,cpuacct", "freezer")
+
+def migration(runs, mib=256):
+    """`hutch migrate` of a container holding ``mib`` MiB between two network
+    namespaces joined by a veth pair, each with its own hutch root, in both
+    modes: {mode: [report, ...]}."""
+    tag = uuid.uuid4().hex[:6]
+    a, b, ip_a, ip_b = f"hb-a-{tag}", f"hb-b-{tag}", "10.199.9.1", "10.199.9.2"
+    work = tempfile.mkdtemp(prefix="hutch-bench-migrate-")
+    pipe = "/proc/sys/fs/pipe-max-size"
+    pipe_before = open(pipe).read().strip()
+    out = {"page server": [], "lazy pages": []}
+    roots = (os.path.join(work, "root-a"), os.path.join(work, "root-b"))
+    cg_b = f"/hutch-bench-mig-{tag}"
+    try:
+        for n in (a, b):
+            subprocess.run(["ip", "netns", "add", n], check=True)
+            subprocess.run(["ip", "-n", n, "link", "set", "lo", "up"], check=True)
+        subprocess.run(["ip", "link", "add", "va" + tag, "netns", a, "type", "veth",
+                        "peer", "name", "vb" + tag, "netns", b], check=True)
+        for n, dev, ip in ((a, "va" + tag, ip_a), (b, "vb" + tag, ip_b)):
+            subprocess.run(["ip", "-n", n, "addr", "add", ip + "/24", "dev", dev],
+                           check=True)
+            subprocess.run(["ip", "-n", n, "link", "set", dev, "up"], check=True)
+        if int(pipe_before) < 4 << 20:
+            with open(pipe, "w") as f:
+                f.write(str(4 << 20))
+        box = Box(work, HUTCH, "mig", mib)
+        box.root = roots[0]
+        port = 7300
+        for i in range(runs):
+            for mode in out:
+                cid = f"m{i}-{uuid.uuid4().hex[:4]}"
+                box.start(cid)
+                port += 1
+                log = open(os.path.join(work, "receiver.log"), "a")
+                recv = subprocess.Popen(
+                    ["nsenter", f"--net=/run/netns/{b}"] + HUTCH +
+                    ["--root", roots[1], "receive", "--listen", f"{ip_b}:{port}",
+                     "--bundle-dir", os.path.join(work, "bundles-b"),
+                     "--cgroup-parent", cg_b], stdout=log, stderr=log,
+                    stdin=subprocess.DEVNULL)
+                for _ in range(200):
+                    p = subprocess.run(["nsenter", f"--net=/run/netns/{b}", "cat",
+                                        "/proc/net/tcp"], capture_output=True, text=True)
+                    if f":{port:04X} " in p.stdout:
+                        break
+                    time.sleep(0.02)
+                lazy = ["--lazy-pages"] if mode == "lazy pages" else []
+                p = subprocess.run(["nsenter", f"--net=/run/netns/{a}"] + HUTCH +
+                                   ["--root", roots[0], "migrate", "--json", *lazy, cid,
+                                    f"{ip_b}:{port}"], capture_output=True, text=True,
+                                   stdin=subprocess.DEVNULL, timeout=120)
+                assert p.returncode == 0, p.stderr
+                assert recv.wait(60) == 0, open(log.name).read()
+                out[mode].append(json.loads(p.stdout.strip().splitlines()[-1]))
+                subprocess.run(HUTCH + ["--root", roots[1], "delete", "-f", cid])
+                shutil.rmtree(os.path.join(work, "bundles-b", cid), ignore_errors=True)
+    finally:
+        with open(pipe, "w") as f:
+            f.write(pipe_before)
+        for root in roots:
+            for cid in (os.listdir(root) if os.path.isdir(root) else ()):
+                if not cid.startswith("."):
+                    sh(HUTCH + ["--root", root, "delete", "-f", cid])
+        for n in (a, b):
+            subprocess.run(["ip", "netns", "del", n], stderr=subprocess.DEVNULL)
+        subprocess.run(["sh", "-c", f"grep -o '{work}[^ ]*' /proc/self/mountinfo | "
+                        "sort -r | xargs -r -n1 umount -l"])
+        shutil.rmtree(work, ignore_errors=True)
+    return out
+
+
+def print_migration(res, mib=256):
+    print(f"\nMigration of {mib} MiB, downtime (freeze at the source to running "
+          "at the destination):\n")
+    print("| Mode | Downtime [ms] | Phases while frozen [ms] | All pages there [ms] |")
+    print("|:---|---:|:---|---:|")
+    for mode, reports in res.items():
+        down = [r["downtime_ms"] for r in reports]
+        phases = {}
+        for r in reports:
+            for k, v in r.get("frozen_phases_ms", {}).items():
+                phases.setdefault(k, []).append(v)
+        ph = ", ".join(f"{k} {statistics.mean(v):.0f}" for k, v in phases.items())
+        pulled = [r["pages_pulled_ms"] for r in reports if "pages_pulled_ms" in r]
+        print(f"| {mode} | {fmt(down)} (min {min(down):.0f}, max {max(down):.0f}) | "
+              f"{ph} | {fmt(pulled) if pulled else 'at restore'} |")
 
 
 def fmt(xs):
@@ -165,6 +257,9 @@ def fmt(xs):
 
 def main():
     runs = int(sys.argv[1]) if len(sys.argv) > 1 and sys.argv[1].isdigit() else 5
+    if "--migrate-only" in sys.argv:
+        print_migration(migration(runs))
+        return
     work = tempfile.mkdtemp(prefix="hutch-bench-criu-")
     rows = []
     boxes = []
@@ -197,6 +292,8 @@ def main():
     print("| Tool | Memory (MiB) | Checkpoint [ms] | vs bare | Restore [ms] | vs bare |")
     print("|:---|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
+    if "--migrate" in sys.argv:
+        print_migration(migration(runs))
 
 
 if __name__ == "__main__":
