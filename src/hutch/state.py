@@ -97,6 +97,7 @@ class ContainerDir:
         self.lock()
 
     def remove(self):
+        _unmount_under(self.path)
         rmtree(self.path)
 
     # --- the state file -------------------------------------------------------
@@ -176,6 +177,30 @@ def list_ids(root):
         return sorted(e for e in os.listdir(root) if not e.startswith("."))
     except FileNotFoundError:
         return []
+
+
+def _unmount_under(path, mountinfo="/proc/self/mountinfo"):
+    """Detaches whatever is mounted under ``path`` (a restore's bind of the rootfs,
+    a CRIU cgroup yard, left by a hutch that was killed), deepest first, so that
+    removing ``path`` never reaches into what was mounted there."""
+    prefix = path.rstrip("/") + "/"
+    found = []
+    try:
+        with open(mountinfo) as f:
+            for line in f:
+                mp = line.split(" ", 5)[4]
+                if mp.startswith(prefix):
+                    found.append(mp.replace("\\040", " "))
+    except OSError:
+        return
+    if not found:
+        return
+    from .linux import kernel as K
+    for mp in sorted(found, key=len, reverse=True):
+        try:
+            K.kernel().umount2(mp, K.MNT_DETACH)
+        except OSError:
+            pass
 
 
 def rmtree(path):

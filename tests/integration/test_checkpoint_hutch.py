@@ -113,3 +113,100 @@ def test_a_terminal_comes_back_through_the_console_socket(bundle, tmp_path):
     assert after[0] > before[-1] and after == sorted(after), (before, after)
     time.sleep(0.1)
     b.rt("delete", "--force", cid)
+
+
+def _pid(b, cid):
+    return json.loads(b.rt("state", cid).stdout)["pid"]
+
+
+def _mountinfo():
+    with open("/proc/self/mountinfo") as f:
+        return f.read()
+
+
+def test_the_network_is_locked_only_when_something_can_reach_it(bundle, tmp_path):
+    """A namespace with only loopback is dumped without CRIU's firewall lock (no
+    packet can arrive); one with a link is locked, and the lock is gone again from
+    the running and from the restored container.  CRIU mounts no cgroup hierarchy
+    itself (hutch's yard), and nothing of the yard stays mounted."""
+    b = bundle
+    b.write(base_config(["sleep", "1000"]))
+    cid = b.new_id()
+    assert _run(b, "run", "-d", "--bundle", b.dir, cid).returncode == 0
+    try:
+        img = tmp_path / "alone"
+        assert _run(b, "checkpoint", "--leave-running", "--image-path", img,
+                    cid).returncode == 0
+        nft = "".join(p.read_text(errors="replace") for p in img.glob("nftables-*.img"))
+        assert "CRIU" not in nft, nft
+        tag = os.urandom(3).hex()
+        pid = _pid(b, cid)
+        subprocess.run(["ip", "link", "add", f"hv{tag}a", "netns", str(pid), "type",
+                        "veth", "peer", "name", f"hv{tag}b", "netns", str(pid)],
+                       check=True)
+        img = tmp_path / "linked"
+        assert _run(b, "checkpoint", "--image-path", img, cid).returncode == 0
+        nft = "".join(p.read_text(errors="replace") for p in img.glob("nftables-*.img"))
+        assert "CRIU" in nft, nft                       # locked while dumped
+        p = _run(b, "restore", "-d", "--image-path", img, "--bundle", b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        log = (img / "restore.log").read_text()
+        assert "criu-cgyard as cg yard" in log and "Making controller dir" not in log
+        pid = _pid(b, cid)
+        rules = subprocess.run(["nsenter", "-t", str(pid), "-n", "iptables-save"],
+                               capture_output=True, text=True).stdout
+        assert "CRIU" not in rules, rules              # and unlocked after
+        links = subprocess.run(["nsenter", "-t", str(pid), "-n", "ip", "-o", "link"],
+                               capture_output=True, text=True).stdout
+        assert f"hv{tag}a" in links and f"hv{tag}b" in links
+        assert "criu-cgyard" not in _mountinfo() and "hutch-cgyard" not in _mountinfo()
+    finally:
+        b.rt("delete", "--force", cid)
+
+
+def test_criu_s_kernel_cache_gets_a_tmpfs(tmp_path):
+    """CRIU keeps its kernel probe results only on a tmpfs: hutch mounts one where
+    its CRIU build keeps them, and clears the temporary file an older CRIU left."""
+    import time
+    from hutch import criu as C
+    prefix = tmp_path / "criu"
+    (prefix / "sbin").mkdir(parents=True)
+    fake = prefix / "sbin" / "criu"
+    fake.write_text("")
+    fake.chmod(0o755)
+    where = tmp_path / "kdat"
+    (prefix / "hutch-kdat-dir").write_text(f"{where}\n")
+    where.mkdir()
+    stale = where / "criu.kdat.tmp"
+    stale.write_text("")
+    os.utime(stale, (time.time() - 60, time.time() - 60))
+    try:
+        assert C.kdat_cache(str(fake)) == str(where)
+        assert C._fstype(str(where)) == "tmpfs"
+        assert not stale.exists()
+        assert C.kdat_cache(str(fake)) is None          # once per process
+    finally:
+        subprocess.run(["umount", str(where)])
+    assert C._fstype(str(where)) != "tmpfs"
+
+
+def test_removing_a_state_directory_never_reaches_into_a_mount(bundle, tmp_path):
+    """What a killed restore can leave under a container's directory (the rootfs
+    bound for CRIU, a cgroup yard) is detached, not emptied, by delete."""
+    b = bundle
+    b.write(base_config(["sleep", "1000"]))
+    cid = b.new_id()
+    assert _run(b, "run", "-d", "--bundle", b.dir, cid).returncode == 0
+    keep = tmp_path / "precious"
+    keep.mkdir()
+    (keep / "file").write_text("still here")
+    inside = os.path.join(b.root, cid, "criu-root")
+    os.mkdir(inside)
+    subprocess.run(["mount", "--bind", str(keep), inside], check=True)
+    try:
+        assert b.rt("delete", "--force", cid).returncode == 0
+    finally:
+        if str(inside) in _mountinfo():
+            subprocess.run(["umount", "-l", inside])
+    assert (keep / "file").read_text() == "still here"
+    assert inside not in _mountinfo() and not os.path.exists(os.path.join(b.root, cid))

@@ -41,3 +41,10 @@ def test_a_restore_response():
     data = rpc.encode("resp", {"type": rpc.RESTORE, "success": True,
                                "restore": {"pid": 4242}})
     assert rpc.decode("resp", data)["restore"] == {"pid": 4242}
+
+
+def test_network_lock_and_cgroup_yard_fields_encode_at_their_numbers():
+    # opts{cgroup_yard (60): "/y", network_lock (64): SKIP (3)}
+    data = rpc.encode("opts", {"cgroup_yard": "/y", "network_lock": 3})
+    assert data == bytes([0xE2, 0x03, 0x02, 0x2F, 0x79, 0x80, 0x04, 0x03])
+    assert rpc.NETWORK_LOCK == {"iptables": 1, "nftables": 2, "skip": 3}

@@ -99,6 +99,13 @@ _FALLBACK_DEVS = {"lo", "sit0", "tunl0", "ip6tnl0", "gre0", "gretap0", "erspan0"
                   "ip6gre0", "ip6erspan0", "ip_vti0", "ip6_vti0"}
 
 
+def lock_for(own_netns, joined, interfaces):
+    """The decision of :func:`network_lock`, from what it reads."""
+    if joined or not own_netns:
+        return None
+    return "skip" if set(interfaces) <= _FALLBACK_DEVS else None
+
+
 def network_lock(pid, info):
     """The network lock for dumping ``pid``'s container: "skip" when it has a
     network namespace of its own with no interface that reaches outside it (only
@@ -110,13 +117,84 @@ def network_lock(pid, info):
     if "network" in info.get("join", {}):
         return None
     try:
-        if os.stat(f"/proc/{pid}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino:
-            return None
+        own = os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
         with open(f"/proc/{pid}/net/dev") as f:
             names = {line.split(":", 1)[0].strip() for line in f if ":" in line}
     except OSError:
         return None
-    return "skip" if names <= _FALLBACK_DEVS else None
+    return lock_for(own, False, names)
+
+
+YARD = "criu-cgyard"
+
+
+def cgroup_yard(where, proc_cgroup="/proc/self/cgroup"):
+    """Makes ``where`` CRIU's cgroup yard: a small tmpfs in which each cgroup
+    hierarchy of this host is bound under the name CRIU gives it ("cpu,cpuacct",
+    "systemd" for name=systemd, "unified" for v2).  With it CRIU mounts no
+    hierarchy itself: a cgroup2 mount waits for an RCU grace period here (the
+    kernel re-applies the root's flags under the threadgroup rwsem), 7-15 ms of
+    every dump and every restore; binds cost microseconds.  Returns ``where``, or
+    None (and leaves nothing) when a hierarchy is not mounted whole, as inside a
+    container whose cgroupfs shows only a subtree, or when mounting fails."""
+    from ..cgroups import hierarchies
+    from ..linux import kernel as K
+    with open(proc_cgroup) as f:
+        binds = yard_binds(hierarchies(), f.read())
+    if binds is None:
+        return None
+    k = K.kernel()
+    os.mkdir(where, 0o700)
+    try:
+        k.mount("hutch-cgyard", where, "tmpfs", K.MS_NOSUID | K.MS_NODEV | K.MS_NOEXEC,
+                "size=64k,mode=0700", what="mount a cgroup yard for CRIU")
+        for name, source in binds.items():
+            os.mkdir(os.path.join(where, name), 0o700)
+            k.mount(source, os.path.join(where, name), None, K.MS_BIND,
+                    what=f"bind {source} into CRIU's cgroup yard")
+    except OSError:
+        remove_yard(where)
+        return None
+    return where
+
+
+def yard_binds(hs, proc_cgroup):
+    """{yard name: mount point} for hierarchies ``hs`` and the text of
+    /proc/self/cgroup, or None if a hierarchy is mounted only in part or one of
+    ours is not mounted at all."""
+    mounted = {}
+    for h in hs:
+        if h.root != "/":
+            return None
+        mounted[frozenset() if h.version == 2 else frozenset(h.controllers)] = \
+            h.mountpoint
+    binds = {}
+    for line in proc_cgroup.splitlines():
+        parts = line.split(":", 2)
+        if len(parts) != 3:
+            continue
+        ctrls = parts[1]
+        key = frozenset(ctrls.split(",")) if ctrls else frozenset()
+        if key not in mounted:
+            return None
+        name = ctrls[5:] if ctrls.startswith("name=") else (ctrls or "unified")
+        binds[name] = mounted[key]
+    return binds
+
+
+def remove_yard(where):
+    """Detaches a yard, its binds and whatever CRIU mounted in it, in one go."""
+    if not os.path.lexists(where):
+        return
+    from ..linux import kernel as K
+    try:
+        K.kernel().umount2(where, K.MNT_DETACH)
+    except OSError:
+        pass
+    try:
+        os.rmdir(where)
+    except OSError:
+        pass
 
 
 def _masked_files(pid, masked):
@@ -187,7 +265,10 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         work_path = os.path.abspath(work_path) if work_path else image_path
         img = _open_dir(image_path, "--image-path", create=True)
         work = _open_dir(work_path, "--work-path", create=True)
+        yard = os.path.join(cdir.path, YARD)
         try:
+            remove_yard(yard)       # a killed checkpoint's
+            yard = cgroup_yard(yard)
             opts = {
                 "images_dir_fd": img, "work_dir_fd": work, "pid": pid,
                 "log_file": "pre-dump.log" if pre_dump else "dump.log",
@@ -200,6 +281,8 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
             }
             if manage_cgroups_mode:
                 opts["manage_cgroups_mode"] = rpc.CG_MODES[manage_cgroups_mode]
+            if yard:
+                opts["cgroup_yard"] = yard
             lock = network_lock(pid, info)
             if lock:
                 opts["network_lock"] = rpc.NETWORK_LOCK[lock]
@@ -247,6 +330,8 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         finally:
             for fd in (img, work):
                 os.close(fd)
+            if yard:
+                remove_yard(yard)
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
@@ -269,107 +354,151 @@ def restore(root, cid, bundle, image_path, work_path=None, detach=False,
     Returns the exit code with ``detach`` false (the init is waited for, as in
     `run`), else 0 once it runs.  ``frozen``: freeze it as soon as it is back
     (a migration thaws it once the source has let go)."""
-    from ..state import validate_id
-    from ..spec.config import load_config
-    validate_id(cid)
-    if os.geteuid() != 0:
-        raise HutchError("restore: CRIU needs root", 1)
-    criu = C.find(criu)
-    C.check_version(criu, root)
-    bundle = os.path.abspath(bundle)
-    cfg = load_config(bundle)
-    info = criu_info(cfg)
-    nfd = _open_ns(info["join"]["network"]) if "network" in info["join"] else -1
-    # CRIU starts (~3 ms) while hutch checks the rest and makes the cgroups and
-    # the root; the joined network namespace is the one descriptor it must hold
-    try:
-        worker = C.Swrk(criu, extra_fds=[nfd] if nfd >= 0 else [], inherit_stdio=True)
-    except BaseException:
-        if nfd >= 0:
-            os.close(nfd)
-        raise
-    extra = [nfd] if nfd >= 0 else []
-    try:
-        return _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path,
-                        work_path, detach, pid_file, console_socket, no_subreaper,
-                        tcp_established, ext_unix_sk, shell_job, file_locks,
-                        lazy_pages, manage_cgroups_mode, empty_ns, auto_dedup, criu,
-                        frozen)
-    finally:
-        worker.close(kill=True)     # at once unless it has answered
-        for fd in extra:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+    r = Restore(root, cid, bundle, criu=criu, console_socket=console_socket,
+                no_subreaper=no_subreaper, lazy_pages=lazy_pages,
+                manage_cgroups_mode=manage_cgroups_mode)
+    return r.run(image_path, work_path, detach=detach, pid_file=pid_file,
+                 tcp_established=tcp_established, ext_unix_sk=ext_unix_sk,
+                 shell_job=shell_job, file_locks=file_locks, empty_ns=empty_ns,
+                 auto_dedup=auto_dedup, frozen=frozen)
 
 
-def _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path, work_path,
-             detach, pid_file, console_socket, no_subreaper, tcp_established,
-             ext_unix_sk, shell_job, file_locks, lazy_pages, manage_cgroups_mode,
-             empty_ns, auto_dedup, criu, frozen):
-    from .. import jsonlite
-    from ..cgroups.manager import Manager
-    from ..container import _process_plan, validate, _connect
-    from . import rpc
-    from ..linux import kernel as K
-    from ..state import ContainerDir, now_rfc3339, proc_stat, write_atomic
-    validate(cfg)
-    if lazy_pages and not C.features(criu)["lazy_pages"]:
-        raise HutchError("--lazy-pages: this kernel or CRIU lacks userfaultfd support",
-                         95)
-    image_path = os.path.abspath(image_path)
-    work_path = os.path.abspath(work_path) if work_path else image_path
-    try:
-        with open(os.path.join(image_path, DESCRIPTORS)) as f:
-            stdio = jsonlite.loads(f.read())
-    except FileNotFoundError:
-        raise HutchError(f"restore: {image_path} holds no checkpoint of hutch's or "
-                         f"runc's ({DESCRIPTORS} is missing)", 2) from None
-    cdir = ContainerDir(root, cid)
-    cdir.make()
-    state = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating", "pid": 0,
-             "bundle": bundle, "rootfs": cfg.root_path, "created": now_rfc3339(),
-             "annotations": cfg.annotations, "owner": "", "restored": True,
-             "hooks": {}, "criu": info}
-    mgr = None
-    mounted = None
-    pid = 0
-    try:
-        mgr = Manager.for_container(cid, cfg.cgroups_path)
-        state["cgroup"] = mgr.to_state()
-        cdir.save(state)
+class Restore:
+    """A restore in two steps.  Making it prepares all that does not need the
+    images: the config is checked, CRIU is started, the container's state
+    directory, cgroups, root mount and cgroup yard are made.  ``run`` then hands
+    the images to CRIU.  A migration's destination prepares while the source
+    still runs, so that only CRIU's own restore is left for the downtime.
+    ``abort`` (or a failing ``run``) undoes everything."""
+
+    def __init__(self, root, cid, bundle, criu=None, console_socket=None,
+                 no_subreaper=False, lazy_pages=False, manage_cgroups_mode=None):
+        from ..state import validate_id
+        from ..spec.config import load_config
+        validate_id(cid)
+        if os.geteuid() != 0:
+            raise HutchError("restore: CRIU needs root", 1)
+        self.root, self.cid = root, cid
+        self.criu = criu = C.find(criu)
+        C.check_version(criu, root)
+        self.bundle = os.path.abspath(bundle)
+        self.cfg = cfg = load_config(self.bundle)
+        self.info = info = criu_info(cfg)
+        self.lazy_pages, self.cg_mode = lazy_pages, manage_cgroups_mode
+        self.nfd = _open_ns(info["join"]["network"]) if "network" in info["join"] \
+            else -1
+        self.fds = [self.nfd] if self.nfd >= 0 else []
+        self.worker = self.cdir = self.mgr = self.mounted = self.yard = None
+        self.csock = -1
+        self.pid = 0
+        self.state = {}
+        try:
+            # CRIU starts (~3 ms) while hutch checks the rest and makes the cgroups
+            # and the root; the joined network namespace is the one descriptor it
+            # must hold itself
+            self.worker = C.Swrk(criu, extra_fds=self.fds, inherit_stdio=True)
+            self._prepare(console_socket, no_subreaper)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _prepare(self, console_socket, no_subreaper):
+        from ..cgroups.manager import Manager
+        from ..container import validate, _connect
+        from ..linux import kernel as K
+        from ..state import ContainerDir, now_rfc3339
+        cfg = self.cfg
+        validate(cfg)
+        if self.lazy_pages and not C.features(self.criu)["lazy_pages"]:
+            raise HutchError("--lazy-pages: this kernel or CRIU lacks userfaultfd "
+                             "support", 95)
+        cdir = ContainerDir(self.root, self.cid)
+        cdir.make()
+        self.cdir = cdir
+        self.state = {"ociVersion": cfg.oci_version, "id": self.cid,
+                      "status": "creating", "pid": 0, "bundle": self.bundle,
+                      "rootfs": cfg.root_path, "created": now_rfc3339(),
+                      "annotations": cfg.annotations, "owner": "", "restored": True,
+                      "hooks": {}, "criu": self.info}
+        mgr = self.mgr = Manager.for_container(self.cid, cfg.cgroups_path)
+        self.state["cgroup"] = mgr.to_state()
+        cdir.save(self.state)
         mgr.create()
         mgr.apply(cfg.resources, device_nodes=cfg.devices)
-        if manage_cgroups_mode == "ignore":
+        if self.cg_mode == "ignore":
             # CRIU leaves the restored tasks in its own cgroups: make them these
             # (in every other mode CRIU moves each task into the cgroups of the
             # dump, mapped onto these by cg_root, before restoring its memory)
-            mgr.add(worker.proc.pid)
+            mgr.add(self.worker.proc.pid)
         k = K.kernel()
         # CRIU wants the root to be a mount point whose parent is not overmounted
         mounted = os.path.join(cdir.path, "criu-root")
         os.mkdir(mounted, 0o755)
         k.mount(os.path.realpath(cfg.root_path), mounted, None, K.MS_BIND | K.MS_REC,
                 what="bind the rootfs for CRIU")
+        self.mounted = mounted
         _make_mountpoints(k, mounted, cfg)
+        self.yard = cgroup_yard(os.path.join(cdir.path, YARD))
+        if console_socket:
+            self.csock = _connect(console_socket)
+            self.fds.append(self.csock)
+        if not no_subreaper:
+            k.prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+
+    def run(self, image_path, work_path=None, detach=False, pid_file=None,
+            tcp_established=False, ext_unix_sk=False, shell_job=False,
+            file_locks=False, empty_ns=0, auto_dedup=False, frozen=False):
+        """Restores from ``image_path``; see :func:`restore` for what it returns."""
+        try:
+            self._run(image_path, work_path, pid_file, tcp_established, ext_unix_sk,
+                      shell_job, file_locks, empty_ns, auto_dedup, frozen)
+        except BaseException:
+            self.abort()
+            raise
+        self._release()
+        if detach:
+            return 0
+        from ..container import delete
+        from ..runner import wait_child
+        code = wait_child(self.pid)
+        delete(self.root, self.cid, force=True)
+        return code
+
+    def _run(self, image_path, work_path, pid_file, tcp_established, ext_unix_sk,
+             shell_job, file_locks, empty_ns, auto_dedup, frozen):
+        from .. import jsonlite
+        from ..container import _process_plan
+        from . import rpc
+        from ..state import proc_stat, write_atomic
+        cfg, info, mgr, cdir, state = self.cfg, self.info, self.mgr, self.cdir, \
+            self.state
+        image_path = os.path.abspath(image_path)
+        work_path = os.path.abspath(work_path) if work_path else image_path
+        try:
+            with open(os.path.join(image_path, DESCRIPTORS)) as f:
+                stdio = jsonlite.loads(f.read())
+        except FileNotFoundError:
+            raise HutchError(f"restore: {image_path} holds no checkpoint of hutch's "
+                             f"or runc's ({DESCRIPTORS} is missing)", 2) from None
         img = _open_dir(image_path, "--image-path")
-        extra.append(img)
+        self.fds.append(img)
         work = _open_dir(work_path, "--work-path", create=True)
-        extra.append(work)
+        self.fds.append(work)
         opts = {
             "images_dir_fd": img, "work_dir_fd": work, "log_file": "restore.log",
-            "log_level": 4, "root": mounted, "rst_sibling": True,
+            "log_level": 4, "root": self.mounted, "rst_sibling": True,
             "evasive_devices": True, "manage_cgroups": True, "notify_scripts": True,
             "orphan_pts_master": True, "tcp_established": tcp_established,
             "ext_unix_sk": ext_unix_sk, "shell_job": shell_job, "file_locks": file_locks,
-            "lazy_pages": lazy_pages, "auto_dedup": auto_dedup,
+            "lazy_pages": self.lazy_pages, "auto_dedup": auto_dedup,
             "empty_ns": empty_ns or None,
             "cg_root": [{"ctrl": _ctrl(key), "path": _rel(mgr, key)}
                         for key in mgr.paths],
         }
-        if manage_cgroups_mode:
-            opts["manage_cgroups_mode"] = rpc.CG_MODES[manage_cgroups_mode]
+        if self.yard:
+            opts["cgroup_yard"] = self.yard
+        if self.cg_mode:
+            opts["manage_cgroups_mode"] = rpc.CG_MODES[self.cg_mode]
         ext = [{"key": dest, "val": src} for dest, src in info["binds"]]
         if info["masked"]:
             ext.append({"key": "/dev/null", "val": "/dev/null"})
@@ -379,17 +508,12 @@ def _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path, work_
         opts["ext_mnt"] = ext
         inherit = [{"key": s, "fd": i} for i, s in enumerate(stdio)
                    if isinstance(s, str) and s.startswith("pipe:")]
-        if nfd >= 0:
-            inherit.append({"key": NET_KEY, "fd": nfd})
+        if self.nfd >= 0:
+            inherit.append({"key": NET_KEY, "fd": self.nfd})
         opts["inherit_fd"] = inherit
-        csock = _connect(console_socket) if console_socket else -1
-        if csock >= 0:
-            extra.append(csock)
-        if not no_subreaper:
-            k.prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+        csock = self.csock
 
         def on_notify(script, npid, fds):
-            nonlocal pid
             if script == "orphan-pts-master":
                 if csock < 0:
                     raise HutchError("restore: the checkpoint has a terminal; give "
@@ -397,22 +521,24 @@ def _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path, work_
                 from ..process.channel import send_fd
                 send_fd(csock, fds[0], "/dev/ptmx")
             elif script in ("setup-namespaces", "post-restore") and npid:
-                pid = npid
+                self.pid = npid
                 state["pid"] = npid
                 st = proc_stat(npid)
                 state["starttime"] = st[1] if st else 0
                 cdir.save()
-        resp = C.call(criu, {"type": rpc.RESTORE, "opts": opts}, on_notify=on_notify,
-                      what="restore", worker=worker)
+        resp = C.call(self.criu, {"type": rpc.RESTORE, "opts": opts},
+                      on_notify=on_notify, what="restore", worker=self.worker)
         if not resp.get("success"):
             raise C.failure(resp, "restore", os.path.join(work_path, "restore.log"))
-        pid = (resp.get("restore") or {}).get("pid") or pid
+        pid = self.pid = (resp.get("restore") or {}).get("pid") or self.pid
+        if frozen:
+            mgr.freeze(True)
         st = proc_stat(pid)
         prog = None
         if cfg.seccomp is not None:
             from .. import seccomp
             prog = seccomp.to_state(seccomp.compile(
-                cfg.seccomp, cache_dir=os.path.join(root, ".seccomp-cache")))
+                cfg.seccomp, cache_dir=os.path.join(self.root, ".seccomp-cache")))
         proc = _process_plan(cfg.process)
         state.update(pid=pid, starttime=st[1] if st else 0, status="running")
         state["exec"] = {"process": {k_: v for k_, v in proc.items() if k_ not in (
@@ -424,27 +550,44 @@ def _restore(worker, extra, nfd, root, cid, bundle, cfg, info, image_path, work_
         cdir.save()
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))
-        if frozen:
-            mgr.freeze(True)
-    except BaseException:
+
+    def _release(self):
+        """After a success: CRIU, the yard, the root mount, descriptors, lock."""
+        self.worker.close()
+        if self.yard:
+            remove_yard(self.yard)
+        _unmount(self.mounted)
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        self.cdir.unlock()
+
+    def abort(self):
+        """Undoes the restore (prepared or failed): CRIU and any restored process
+        are killed, cgroups, mounts and the state directory removed."""
         from ..container import undo
-        worker.close(kill=True)     # out of the cgroups undo removes
-        undo(pid, state.get("starttime"), mgr)
-        _unmount(mounted)
-        mounted = None
-        cdir.remove()
-        raise
-    finally:
-        _unmount(mounted)
-        cdir.unlock()
-    if detach:
-        return 0
-    from ..container import delete
-    from ..runner import wait_child
-    worker.close()
-    code = wait_child(pid)
-    delete(root, cid, force=True)
-    return code
+        if self.worker is not None:
+            self.worker.close(kill=True)    # out of the cgroups undo removes
+        if self.yard:
+            remove_yard(self.yard)
+            self.yard = None
+        if self.mgr is not None:
+            undo(self.pid, self.state.get("starttime"), self.mgr)
+        _unmount(self.mounted)
+        self.mounted = None
+        for fd in self.fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        self.fds = []
+        if self.cdir is not None:
+            self.cdir.remove()
+            self.cdir.unlock()
+            self.cdir = None
 
 
 def _ctrl(key):

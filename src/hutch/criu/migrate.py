@@ -520,6 +520,7 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
     ps_pid = 0
     restored = False
     cid = None
+    rst = None
     try:
         hello = conn.expect("hello")
         cid = validate_id(hello["id"])
@@ -545,6 +546,10 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
         conn.send({"t": "ready"})
         if not hello.get("shared_storage"):
             recv_tree(conn, os.path.join(bundle, "rootfs"))
+        # everything the restore needs but the images, while the source runs
+        from .container import Restore
+        rst = Restore(root, cid, bundle, criu=criu, lazy_pages=bool(hello.get("lazy")))
+        if not hello.get("shared_storage"):
             conn.send({"t": "rootfs-ok"})
         if not hello.get("lazy"):
             conn.expect("page-server")
@@ -571,10 +576,9 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
             ps_pid = 0
         page_bytes = sum(os.path.getsize(os.path.join(images, n))
                          for n in os.listdir(images) if n.startswith("pages-"))
-        from .container import restore
-        restore(root, cid, bundle, images, detach=True,
-                tcp_established=hello.get("tcp_established", False), criu=criu,
-                frozen=True, lazy_pages=bool(lazy))
+        r, rst = rst, None          # run() undoes it all if it fails
+        r.run(images, detach=True, tcp_established=hello.get("tcp_established", False),
+              frozen=True)
         restored = True
         from ..container import load
         pid = load(root, cid, lock=False).data["pid"]
@@ -586,7 +590,7 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
             # the daemon reads the images until the last page has arrived
             try:
                 lazy.wait(600)
-            except Exception:   # noqa: BLE001 - a stuck daemon is stopped
+            except TimeoutError:    # a stuck daemon is stopped
                 lazy.kill()
                 lazy.wait()
         if log:
@@ -604,6 +608,8 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
                 os.kill(ps_pid, 9)
             except ProcessLookupError:
                 pass
+        if rst is not None:
+            rst.abort()
         if restored and cid:
             try:
                 delete(root, cid, force=True)
@@ -620,25 +626,31 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
 def _lazy_daemon(criu, images, address, port):
     """`criu lazy-pages`: serves the restored processes' page faults with pages it
     pulls from the source's page server.  CRIU has no RPC for it, so it is started
-    as a command (nothing is read from its output); restore finds it through the
-    socket it makes in the work directory."""
-    import subprocess
+    as a command; it says on its status descriptor when its socket (in the work
+    directory, where restore finds it) is ready."""
+    import select
     C.kdat_cache(criu)
-    p = subprocess.Popen([criu, "lazy-pages", "--page-server", "--address", address,
-                          "--port", str(port), "-D", images, "-W", images,
-                          "-o", "lazy-pages.log", "-v4"], stdin=subprocess.DEVNULL,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                         start_new_session=True)
-    sock = os.path.join(images, "lazy-pages.socket")
-    for _ in range(500):
-        if os.path.exists(sock):
+    r, w = os.pipe()
+    try:
+        p = C.Worker([criu, "lazy-pages", "--page-server", "--address", address,
+                      "--port", str(port), "-D", images, "-W", images,
+                      "-o", "lazy-pages.log", "-v4", "--status-fd", str(w)],
+                     keep_fds=(w,), quiet=True, setsid=True)
+        os.close(w)
+        w = -1
+        ready, _, _ = select.select([r], [], [], 10.0)
+        if ready and os.read(r, 1):
             return p
-        if p.poll() is not None:
+        p.kill()
+        p.wait()
+        if ready:
             raise C.failure({}, "start criu lazy-pages",
                             os.path.join(images, "lazy-pages.log"))
-        time.sleep(0.01)
-    p.kill()
-    raise HutchError("criu lazy-pages did not start within 5 s", 110)
+        raise HutchError("criu lazy-pages did not start within 10 s", 110)
+    finally:
+        os.close(r)
+        if w >= 0:
+            os.close(w)
 
 
 def _check_member_name(name):

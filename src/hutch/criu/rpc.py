@@ -43,7 +43,7 @@ SCHEMAS = {
         "lazy_pages": (48, "bool", False), "status_fd": (49, "int32", False),
         "orphan_pts_master": (50, "bool", False), "config_file": (51, "string", False),
         "tcp_close": (52, "bool", False), "lsm_profile": (53, "string", False),
-        "network_lock": (64, "enum", False),
+        "cgroup_yard": (60, "string", False), "network_lock": (64, "enum", False),
     },
     "features": {"mem_track": (1, "bool", False), "lazy_pages": (2, "bool", False)},
     "req": {"type": (1, "enum", False), "opts": (2, "opts", False),
