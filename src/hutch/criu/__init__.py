@@ -226,7 +226,7 @@ class Swrk:
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
-         cgroups=None, on_start=None, ready=None, worker=None):
+         cgroups=None, on_start=None, ready=None, worker=None, meanwhile=None):
     """Sends ``req`` and answers notifications until the final response, which is
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
     exception from it fails the request (CRIU then rolls back).  ``ready``:
@@ -238,7 +238,8 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
     when ``ready``'s callback fails.  Descriptors named in
     the request by number (images_dir_fd, work_dir_fd, status_fd) need not be
     passed: CRIU opens them through /proc/<hutch>/fd; only inherit_fd ones must
-    be in CRIU's own table."""
+    be in CRIU's own table.  ``meanwhile()`` runs once the request is sent, while
+    CRIU works; if it raises, the CRIU worker is killed."""
     from . import rpc
     w = worker or Swrk(criu, extra_fds, inherit_stdio, cgroups)
     if on_start is not None:
@@ -246,6 +247,12 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
     killed = False
     try:
         w.send(req)
+        if meanwhile is not None:
+            try:
+                meanwhile()
+            except BaseException:
+                killed = True
+                raise
         while True:
             if ready is not None:
                 import select

@@ -213,17 +213,20 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                leave_running=False, tcp_established=False, ext_unix_sk=False,
                shell_job=False, file_locks=False, pre_dump=False, page_server=None,
                lazy_pages=False, status_fd=-1, manage_cgroups_mode=None, empty_ns=0,
-               auto_dedup=False, criu=None, on_criu=None, ready=None):
-    """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists."""
+               auto_dedup=False, criu=None, on_criu=None, ready=None, meanwhile=None,
+               worker=None):
+    """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists.
+    ``ready``, ``meanwhile``: see :func:`hutch.criu.call`.  ``worker``: a CRIU
+    started beforehand (a migration starts it before the freeze); closed here."""
     criu = C.find(criu)
     C.check_version(criu, root)
     # CRIU starts (~3 ms) while hutch loads the state and prepares the request
-    worker = C.Swrk(criu)
+    worker = worker or C.Swrk(criu)
     try:
         _checkpoint(worker, root, cid, image_path, work_path, parent_path,
                     leave_running, tcp_established, ext_unix_sk, shell_job, file_locks,
                     pre_dump, page_server, lazy_pages, status_fd, manage_cgroups_mode,
-                    empty_ns, auto_dedup, criu, on_criu, ready)
+                    empty_ns, auto_dedup, criu, on_criu, ready, meanwhile)
     finally:
         worker.close(kill=True)     # at once if the request was never sent
 
@@ -231,7 +234,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
 def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_running,
                 tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump,
                 page_server, lazy_pages, status_fd, manage_cgroups_mode, empty_ns,
-                auto_dedup, criu, on_criu, ready):
+                auto_dedup, criu, on_criu, ready, meanwhile):
     from ..container import delete, load
     from . import rpc
     from ..jsonlite import dumps
@@ -326,7 +329,7 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
                     f.write(dumps(stdio, compact=True))
             req = {"type": rpc.PRE_DUMP if pre_dump else rpc.DUMP, "opts": opts}
             resp = C.call(criu, req, what="checkpoint", on_start=on_criu, ready=ready,
-                          worker=worker)
+                          worker=worker, meanwhile=meanwhile)
         finally:
             for fd in (img, work):
                 os.close(fd)
