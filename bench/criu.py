@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "tests"))
 sys.path.insert(0, os.path.join(HERE, "src"))
 from conftest import base_config, build_busybox, build_memhog  # noqa: E402
 from hutch.cgroups import hierarchies  # noqa: E402
-from hutch.criu.container import network_lock  # noqa: E402
+from hutch.criu.container import cgroup_yard, network_lock, remove_yard  # noqa: E402
 
 CRIU = "/opt/criu4/sbin/criu"
 HUTCH = [os.path.join(HERE, ".venv", "bin", "hutch-fast")]
@@ -87,13 +87,13 @@ def timed(cmd):
     return dt
 
 
-def bare_dump_cmd(box, cid, img):
+def bare_dump_cmd(box, cid, img, yard):
     """The criu command line equivalent to what hutch sends over RPC."""
     st = json.load(open(os.path.join(box.root, cid, "state.json")))
     info = st["criu"]
     cmd = [CRIU, "dump", "-t", str(st["pid"]), "-D", img, "-o", "dump.log", "-v4",
            "--root", os.path.realpath(st["rootfs"]), "--manage-cgroups",
-           "--freeze-cgroup", st["cgroup"]["paths"]["freezer"]]
+           "--freeze-cgroup", st["cgroup"]["paths"]["freezer"], "--cgroup-yard", yard]
     if network_lock(st["pid"], info) == "skip":
         cmd += ["--network-lock", "skip"]
     for p in info["masked"]:
@@ -103,10 +103,10 @@ def bare_dump_cmd(box, cid, img):
     return cmd
 
 
-def bare_restore_cmd(box, img, root_mnt):
+def bare_restore_cmd(box, img, root_mnt, yard):
     cmd = [CRIU, "restore", "-D", img, "-o", "restore.log", "-v4", "--root", root_mnt,
            "--manage-cgroups", "--restore-detached", "--ext-mount-map",
-           "/dev/null:/dev/null", "--evasive-devices"]
+           "/dev/null:/dev/null", "--evasive-devices", "--cgroup-yard", yard]
     for h in hierarchies():     # as hutch's cg_root: every hierarchy, "" for v2
         cmd += ["--cgroup-root", box.cg if h.version == 2 else f"{h.key}:{box.cg}"]
     return cmd
@@ -125,7 +125,13 @@ def one(tool, box, i):
             sh(box.cmd("delete", "-f", cid))
             return d, r
         os.makedirs(img)
-        d = timed(bare_dump_cmd(box, cid, img))
+        # hutch's cgroup yard (made untimed, as hutch makes it alongside CRIU)
+        yard = cgroup_yard(os.path.join(box.work, "yard"))
+        assert yard, "no cgroup yard on this host"
+        try:
+            d = timed(bare_dump_cmd(box, cid, img, yard))
+        finally:
+            remove_yard(yard)
         # the processes are gone; the container's state goes the usual way
         sh(box.cmd("delete", "-f", cid))
         # made untimed; CRIU makes the rest (with their properties)
@@ -133,13 +139,18 @@ def one(tool, box, i):
         made = [h.mountpoint for h in hierarchies() if h.key in
                 ("memory", "pids", "cpu", "freezer")]
         mnt = tempfile.mkdtemp(dir=box.work)
+        yard = None
         try:
             for m in made:
                 os.makedirs(m + box.cg, exist_ok=True)
             subprocess.run(["mount", "--rbind", os.path.join(box.bundle, "rootfs"),
                             mnt], check=True)
-            r = timed(bare_restore_cmd(box, img, mnt))
+            yard = cgroup_yard(os.path.join(box.work, "yard"))
+            assert yard, "no cgroup yard on this host"
+            r = timed(bare_restore_cmd(box, img, mnt, yard))
         finally:
+            if yard:
+                remove_yard(yard)
             subprocess.run(["umount", "-l", mnt], stderr=subprocess.DEVNULL)
             os.rmdir(mnt)
             for m in mounts:

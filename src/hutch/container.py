@@ -405,29 +405,35 @@ def delete(root, cid, force=False):
             return
         raise
     with cdir:
-        d = cdir.data
-        status = cdir.status()
-        if status in ("running", "paused") and not force:
-            raise HutchError(f"cannot delete container {cid} that is not stopped: "
-                             f"{status}")
-        if d.get("pid"):
-            if status == "paused" and d.get("cgroup"):
-                from .cgroups.manager import Manager
-                Manager.from_state(d["cgroup"]).freeze(False)
-            _kill_wait(d["pid"], d.get("starttime"))
-        if d.get("cgroup"):
+        delete_loaded(cdir, force)
+
+
+def delete_loaded(cdir, force=False):
+    """`delete` of a container whose directory the caller holds locked."""
+    cid = cdir.id
+    d = cdir.data
+    status = cdir.status()
+    if status in ("running", "paused") and not force:
+        raise HutchError(f"cannot delete container {cid} that is not stopped: "
+                         f"{status}")
+    if d.get("pid"):
+        if status == "paused" and d.get("cgroup"):
             from .cgroups.manager import Manager
-            Manager.from_state(d["cgroup"]).destroy()
-        if d.get("hooks", {}).get("poststop"):
-            from . import hooks, jsonlite
-            st = cdir.oci_state()
-            st["status"] = "stopped"
-            try:
-                hooks.run_hooks(d["hooks"], "poststop", jsonlite.dumps(st))
-            except HutchError as e:
-                from .log import warn
-                warn(str(e))
-        cdir.remove()
+            Manager.from_state(d["cgroup"]).freeze(False)
+        _kill_wait(d["pid"], d.get("starttime"))
+    if d.get("cgroup"):
+        from .cgroups.manager import Manager
+        Manager.from_state(d["cgroup"]).destroy()
+    if d.get("hooks", {}).get("poststop"):
+        from . import hooks, jsonlite
+        st = cdir.oci_state()
+        st["status"] = "stopped"
+        try:
+            hooks.run_hooks(d["hooks"], "poststop", jsonlite.dumps(st))
+        except HutchError as e:
+            from .log import warn
+            warn(str(e))
+    cdir.remove()
 
 
 def state(root, cid):

@@ -65,13 +65,18 @@ def parse_common(o):
 
 
 def run(g, argv):
-    from ..criu.container import checkpoint
+    from .. import criu as C
     o, pos = args.parse(argv, SPEC, "checkpoint")
     cid = args.one_id(pos, "checkpoint")
     mode, empty = parse_common(o)
+    criu = C.find(g.criu)
+    C.check_version(criu, g.root)
+    # CRIU's start-up (~3 ms) runs alongside the rest of hutch's
+    worker = C.Swrk(criu)
+    from ..criu.container import checkpoint
     checkpoint(g.root, cid, o["image_path"] or "checkpoint", o["work_path"],
                o["parent_path"], o["leave"], o["tcp"], o["ext_unix_sk"], o["shell_job"],
                o["file_locks"], o["pre_dump"], o["page_server"], o["lazy"],
                o["status_fd"] if o["status_fd"] is not None else -1, mode, empty,
-               o["auto_dedup"], g.criu)
+               o["auto_dedup"], criu, worker=worker)
     return 0

@@ -235,7 +235,7 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
                 tcp_established, ext_unix_sk, shell_job, file_locks, pre_dump,
                 page_server, lazy_pages, status_fd, manage_cgroups_mode, empty_ns,
                 auto_dedup, criu, on_criu, ready, meanwhile):
-    from ..container import delete, load
+    from ..container import delete_loaded, load
     from . import rpc
     from ..jsonlite import dumps
     cdir = load(root, cid)
@@ -338,9 +338,9 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
-    if not (leave_running or pre_dump):
-        # the processes are gone: the container is too, as with runc
-        delete(root, cid, force=True)
+        if not (leave_running or pre_dump):
+            # the processes are gone: the container is too, as with runc
+            delete_loaded(cdir, force=True)
 
 
 def _freezer(d):
