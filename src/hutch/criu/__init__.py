@@ -143,14 +143,25 @@ class Worker:
         return self.returncode
 
     def wait(self, timeout=None):
-        import time
-        end = None if timeout is None else time.monotonic() + timeout
-        delay = 0.0005
-        while self.poll() is None:
-            if end is not None and time.monotonic() > end:
+        """Its exit code, waiting (at most ``timeout`` seconds) on a pidfd: no
+        polling, so a CRIU that ends is reaped the moment it does."""
+        if self.poll() is not None:
+            return self.returncode
+        import select
+        try:
+            fd = os.pidfd_open(self.pid)
+        except ProcessLookupError:
+            return self.poll()
+        try:
+            if not select.select([fd], [], [], timeout)[0]:
                 raise TimeoutError(f"criu {self.pid} still running after {timeout} s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.05)
+        finally:
+            os.close(fd)
+        try:
+            _, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+        except ChildProcessError:
+            self.returncode = 0
         return self.returncode
 
     def kill(self):
