@@ -4,7 +4,7 @@ bare CRIU (the criu command line with the options hutch sends, on a hutch
 container), for a small container and one holding 512 MiB; and, with --migrate,
 hutch's migration downtime for 256 MiB between two network namespaces.
 
-Usage: bench/criu.py [RUNS] [--migrate]       (root; after ./setup.sh)
+Usage: bench/criu.py [RUNS] [--migrate | --migrate-only]   (root; after ./setup.sh)
 Prints markdown tables.  Not a timed test: it reports ratios.  --migrate raises
 fs.pipe-max-size to 4 MiB for the lazy-pages runs and puts it back afterwards.
 """

@@ -148,9 +148,8 @@ def test_migration_keeps_the_counter_and_the_memory(bundle, hosts, memhog, mode,
     finally:
         recv.kill()
     assert report["downtime_ms"] > 0, report
-    if mode == "page-server":
-        assert report["page_bytes"] >= 64 << 20, report
-    else:
+    assert report["page_bytes"] >= 64 << 20, report    # the memory went over
+    if mode == "lazy-pages":
         assert report["pages_pulled_ms"] >= report["downtime_ms"], report
     assert _state(h["root_a"], cid) is None            # gone from the source
     st = _state(h["root_b"], cid)

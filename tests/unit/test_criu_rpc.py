@@ -48,3 +48,37 @@ def test_network_lock_and_cgroup_yard_fields_encode_at_their_numbers():
     data = rpc.encode("opts", {"cgroup_yard": "/y", "network_lock": 3})
     assert data == bytes([0xE2, 0x03, 0x02, 0x2F, 0x79, 0x80, 0x04, 0x03])
     assert rpc.NETWORK_LOCK == {"iptables": 1, "nftables": 2, "skip": 3}
+
+
+def test_lazy_pages_are_counted_from_the_pagemap(tmp_path):
+    """A pagemap image: two magics, then size-prefixed messages (head, entries);
+    only entries flagged PE_LAZY count."""
+    import os
+    import struct
+    from hutch import criu as C
+
+    def msg(schema, m):
+        data = rpc.encode(schema, m)
+        return struct.pack("<I", len(data)) + data
+    head = bytes([0x08, 0x01])                         # pagemap_head{pages_id: 1}
+    img = struct.pack("<II", C.IMG_COMMON_MAGIC, C.PAGEMAP_MAGIC) + \
+        struct.pack("<I", len(head)) + head + \
+        msg("pagemap_entry", {"vaddr": 0x400000, "nr_pages": 3, "flags": 4}) + \
+        msg("pagemap_entry", {"vaddr": 0x7f0000000000, "nr_pages": 1000,
+                              "flags": C.PE_LAZY}) + \
+        msg("pagemap_entry", {"vaddr": 0x7ffff000, "nr_pages": 5, "flags": 6})
+    (tmp_path / "pagemap-1.img").write_bytes(img)
+    (tmp_path / "pagemap-shmem-9.img").write_bytes(img)   # not a task's
+    assert C.lazy_bytes(str(tmp_path)) == 1005 * os.sysconf("SC_PAGE_SIZE")
+
+
+def test_dump_statistics_are_read_from_stats_dump(tmp_path):
+    import struct
+    from hutch import criu as C
+    body = rpc.encode("stats", {"dump": {"pages_scanned": 131095,
+                                         "pages_written": 131088, "pages_lazy": 0}})
+    (tmp_path / "stats-dump").write_bytes(
+        struct.pack("<III", C.IMG_SERVICE_MAGIC, C.STATS_MAGIC, len(body)) + body)
+    assert C.dump_stats(str(tmp_path)) == {"pages_scanned": 131095,
+                                           "pages_written": 131088, "pages_lazy": 0}
+    assert C.dump_stats(str(tmp_path / "none")) == {}

@@ -34,7 +34,11 @@ def run(g, argv):
         sys.stdout.write(jsonlite.dumps(r, compact=True) + "\n")
     else:
         moved = r["bytes"] + r.get("page_bytes", 0)
+        mem = r.get("page_bytes", 0) / (1 << 20)
+        how = (f"{mem:.1f} MiB of memory, pulled after the restore; all there "
+               f"{r['pages_pulled_ms'] / 1000:.1f} s after the freeze"
+               if "pages_pulled_ms" in r else f"{mem:.1f} MiB of memory")
         sys.stdout.write(f"migrated {r['id']} to {r['destination']}: downtime "
                          f"{r['downtime_ms']:.0f} ms, {moved / (1 << 20):.1f} MiB moved "
-                         f"({r.get('page_bytes', 0) / (1 << 20):.1f} MiB of memory)\n")
+                         f"({how})\n")
     return 0

@@ -366,6 +366,56 @@ def features(criu):
     return {"mem_track": bool(f.get("mem_track")), "lazy_pages": bool(f.get("lazy_pages"))}
 
 
+IMG_SERVICE_MAGIC, STATS_MAGIC = 0x55105940, 0x57093306
+IMG_COMMON_MAGIC, PAGEMAP_MAGIC = 0x54564319, 0x56084025
+PE_LAZY = 1 << 1
+
+
+def lazy_bytes(images):
+    """How much memory a lazy dump left to be pulled: the pages its pagemap
+    images mark lazy (CRIU's statistics do not count them).  Each image is two
+    magics, then size-prefixed messages: a pagemap_head, then pagemap_entry."""
+    import struct
+    from . import rpc
+    pages = 0
+    for name in os.listdir(images):
+        if not (name.startswith("pagemap-") and name[8:-4].isdigit() and
+                name.endswith(".img")):
+            continue
+        with open(os.path.join(images, name), "rb") as f:
+            data = f.read()
+        if struct.unpack("<II", data[:8]) != (IMG_COMMON_MAGIC, PAGEMAP_MAGIC):
+            continue
+        i, first = 8, True
+        while i + 4 <= len(data):
+            (size,) = struct.unpack("<I", data[i:i + 4])
+            msg = data[i + 4:i + 4 + size]
+            i += 4 + size
+            if first:           # the pagemap_head
+                first = False
+                continue
+            e = rpc.decode("pagemap_entry", msg)
+            if e.get("flags", 0) & PE_LAZY:
+                pages += e.get("nr_pages", 0)
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
+def dump_stats(images):
+    """CRIU's statistics of a dump (its `stats-dump` image: two magics, a size,
+    a stats_entry message), or {} if there are none."""
+    import struct
+    from . import rpc
+    try:
+        with open(os.path.join(images, "stats-dump"), "rb") as f:
+            data = f.read()
+        m1, m2, size = struct.unpack("<III", data[:12])
+        if (m1, m2) != (IMG_SERVICE_MAGIC, STATS_MAGIC) or len(data) < 12 + size:
+            return {}
+        return rpc.decode("stats", data[12:12 + size]).get("dump") or {}
+    except (OSError, struct.error, ValueError):
+        return {}
+
+
 # CRIU reports this on hosts without CAP_SYS_RESOURCE and carries on
 _HARMLESS = ("Can't setup RLIMIT_NOFILE",)
 

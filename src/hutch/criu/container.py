@@ -215,7 +215,8 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                lazy_pages=False, status_fd=-1, manage_cgroups_mode=None, empty_ns=0,
                auto_dedup=False, criu=None, on_criu=None, ready=None, meanwhile=None,
                worker=None):
-    """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists.
+    """Returns CRIU's statistics of the dump (pages scanned, written, left lazy).
+    ``on_criu(pid)``: told the CRIU worker's pid as soon as it exists.
     ``ready``, ``meanwhile``: see :func:`hutch.criu.call`.  ``worker``: a CRIU
     started beforehand (a migration starts it before the freeze); closed here."""
     criu = C.find(criu)
@@ -223,7 +224,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
     # CRIU starts (~3 ms) while hutch loads the state and prepares the request
     worker = worker or C.Swrk(criu)
     try:
-        _checkpoint(worker, root, cid, image_path, work_path, parent_path,
+        return _checkpoint(worker, root, cid, image_path, work_path, parent_path,
                     leave_running, tcp_established, ext_unix_sk, shell_job, file_locks,
                     pre_dump, page_server, lazy_pages, status_fd, manage_cgroups_mode,
                     empty_ns, auto_dedup, criu, on_criu, ready, meanwhile)
@@ -338,9 +339,11 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
+        stats = C.dump_stats(image_path)
         if not (leave_running or pre_dump):
             # the processes are gone: the container is too, as with runc
             delete_loaded(cdir, force=True)
+    return stats
 
 
 def _freezer(d):

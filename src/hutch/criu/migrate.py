@@ -455,6 +455,7 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
         conn.expect("done")
         lap("commit")
         report["downtime_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        report["page_bytes"] = C.lazy_bytes(work)     # what the destination pulls
         progress.start("pulling pages")
 
     worker = C.Swrk(criu)       # CRIU's start-up is not part of the downtime
@@ -480,7 +481,6 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
         os.close(w)
         conn.sock.close()
         _rm(work)
-    report["page_bytes"] = 0
     report["bytes"] = conn.sent + conn.received
     return report
 

@@ -55,6 +55,14 @@ SCHEMAS = {
     "version": {"major_number": (1, "int32", False), "minor_number": (2, "int32", False),
                 "gitid": (3, "string", False), "sublevel": (4, "int32", False),
                 "extra": (5, "int32", False), "name": (6, "string", False)},
+    # images/stats.proto: what `stats-dump` holds (only what hutch reads)
+    "dump_stats": {"pages_scanned": (5, "uint64", False),
+                   "pages_written": (7, "uint64", False),
+                   "pages_lazy": (9, "uint64", False)},
+    "stats": {"dump": (1, "dump_stats", False)},
+    # images/pagemap.proto
+    "pagemap_entry": {"vaddr": (1, "uint64", False), "nr_pages": (2, "uint32", False),
+                      "flags": (4, "uint32", False)},
     "resp": {"type": (1, "enum", False), "success": (2, "bool", False),
              "dump": (3, "dump_resp", False), "restore": (4, "restore_resp", False),
              "notify": (5, "notify", False), "ps": (6, "page_server_info", False),
@@ -103,7 +111,7 @@ def encode(schema, msg):
             if kind == "string":
                 data = v.encode() if isinstance(v, str) else bytes(v)
                 out += _varint(num << 3 | _LEN) + _varint(len(data)) + data
-            elif kind in ("int32", "uint32", "enum", "bool"):
+            elif kind in ("int32", "uint32", "uint64", "enum", "bool"):
                 out += _varint(num << 3 | _VARINT) + _varint(int(v))
             else:
                 data = encode(kind, v)
@@ -157,7 +165,7 @@ def decode(schema, buf):
             val = bool(val)
         elif kind == "int32":
             val = val - (1 << 64) if val >= 1 << 63 else val
-        elif kind not in ("uint32", "enum"):
+        elif kind not in ("uint32", "uint64", "enum"):
             val = decode(kind, val)
         if rep:
             out.setdefault(name, []).append(val)
