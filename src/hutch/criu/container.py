@@ -184,17 +184,8 @@ def yard_binds(hs, proc_cgroup):
 
 def remove_yard(where):
     """Detaches a yard, its binds and whatever CRIU mounted in it, in one go."""
-    if not os.path.lexists(where):
-        return
-    from ..linux import kernel as K
-    try:
-        K.kernel().umount2(where, K.MNT_DETACH)
-    except OSError:
-        pass
-    try:
-        os.rmdir(where)
-    except OSError:
-        pass
+    if os.path.lexists(where):
+        _unmount(where)
 
 
 def _masked_files(pid, masked):
@@ -637,6 +628,8 @@ def _make_mountpoints(k, root, cfg):
 
 
 def _unmount(path):
+    """Detaches what is mounted on ``path`` (and under it) and removes the
+    directory."""
     if not path:
         return
     from ..linux import kernel as K
