@@ -46,8 +46,11 @@ works() {   # a CRIU >= 4.1 that passes its own kernel check
 
 kdat_tmpfs() {   # CRIU's kernel-feature cache needs a tmpfs
     mkdir -p -m 0700 "$KDAT_DIR"
-    if [ "$(stat -f -c %T "$KDAT_DIR")" != tmpfs ]; then
-        mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec hutch-criu "$KDAT_DIR"
+    if [ "$(stat -f -c %T "$KDAT_DIR")" != tmpfs ] &&
+        ! mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec hutch-criu "$KDAT_DIR"
+    then
+        echo "install-criu: no tmpfs on $KDAT_DIR: CRIU will probe the kernel" \
+             "(~25 ms) at every start" >&2
     fi
     # a CRIU that once ran on a non-tmpfs directory leaves criu.kdat.tmp behind,
     # and none after it writes the cache

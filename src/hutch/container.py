@@ -242,7 +242,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         if csock >= 0:
             os.close(csock)
         undo(pid, state.get("starttime"), mgr)
-        cdir.remove()
+        try:
+            cdir.remove()
+        except HutchError as e:     # the create's own error matters more
+            from .log import warn
+            warn(str(e))
         raise
     finally:
         cdir.unlock()

@@ -97,7 +97,10 @@ class ContainerDir:
         self.lock()
 
     def remove(self):
-        _unmount_under(self.path)
+        left = _unmount_under(self.path)
+        if left:
+            raise HutchError(f"remove {self.path}: {left[0]} is mounted under it and "
+                             "could not be unmounted; left in place", 16)
         rmtree(self.path)
 
     # --- the state file -------------------------------------------------------
@@ -179,28 +182,36 @@ def list_ids(root):
         return []
 
 
-def _unmount_under(path, mountinfo="/proc/self/mountinfo"):
-    """Detaches whatever is mounted under ``path`` (a restore's bind of the rootfs,
-    a CRIU cgroup yard, left by a hutch that was killed), deepest first, so that
-    removing ``path`` never reaches into what was mounted there."""
-    prefix = path.rstrip("/") + "/"
-    found = []
+def _unescape(field):
+    return field.replace("\\040", " ").replace("\\011", "\t").replace(
+        "\\012", "\n").replace("\\134", "\\")
+
+
+def _mounts_under(path, mountinfo="/proc/self/mountinfo"):
+    prefix = os.path.realpath(path).rstrip("/") + "/"
     try:
         with open(mountinfo) as f:
-            for line in f:
-                mp = line.split(" ", 5)[4]
-                if mp.startswith(prefix):
-                    found.append(mp.replace("\\040", " "))
+            return [mp for mp in (_unescape(line.split(" ", 5)[4]) for line in f)
+                    if mp.startswith(prefix)]
     except OSError:
-        return
+        return []
+
+
+def _unmount_under(path):
+    """Detaches whatever is mounted under ``path`` (a restore's bind of the rootfs,
+    a CRIU cgroup yard, left by a hutch that was killed), deepest first, so that
+    removing ``path`` never reaches into what was mounted there.  Returns the
+    mounts that are still there (none, unless unmounting was refused)."""
+    found = _mounts_under(path)
     if not found:
-        return
+        return []
     from .linux import kernel as K
     for mp in sorted(found, key=len, reverse=True):
         try:
             K.kernel().umount2(mp, K.MNT_DETACH)
         except OSError:
             pass
+    return _mounts_under(path)
 
 
 def rmtree(path):
@@ -226,10 +237,13 @@ def rmtree(path):
 
 
 def _clear(dfd):
+    dev = os.fstat(dfd).st_dev
     for entry in os.scandir(dfd):
         name = entry.name
         try:
             is_dir = entry.is_dir(follow_symlinks=False)
+            if is_dir and entry.stat(follow_symlinks=False).st_dev != dev:
+                continue        # another filesystem mounted here: not ours to empty
         except OSError:
             is_dir = False
         if is_dir:

@@ -63,3 +63,38 @@ def test_a_worker_gets_only_what_it_is_given(tmp_path):
     finally:
         for fd in (leak, r, w):
             os.close(fd)
+
+
+FAKE_CRIU = """#!{python}
+import os, socket, sys, time
+sys.path.insert(0, {src!r})
+from hutch.criu import rpc
+sock = socket.socket(fileno=int(sys.argv[2]))
+req = rpc.decode("req", sock.recv(1 << 16))
+time.sleep(0.3)                     # a dump in progress
+open({marker!r}, "w").write("finished")
+sock.send(rpc.encode("resp", {{"type": req["type"], "success": True}}))
+"""
+
+
+def test_a_failure_alongside_criu_lets_it_finish_first(tmp_path):
+    """If hutch's own work alongside a dump fails, CRIU is not killed half-way
+    (it would leave its parasite in the container): its answer is awaited, then
+    the failure is raised."""
+    import sys
+    import pytest
+    from hutch import criu as C
+    from hutch.criu import rpc
+    marker = tmp_path / "done"
+    fake = tmp_path / "criu"
+    fake.write_text(FAKE_CRIU.format(python=sys.executable, marker=str(marker),
+                                     src=os.path.join(os.path.dirname(os.path.dirname(
+                                         os.path.dirname(__file__))), "src")))
+    fake.chmod(0o755)
+
+    def boom():
+        raise OSError(104, "the destination went away")
+    with pytest.raises(OSError):
+        C.call(str(fake), {"type": rpc.DUMP, "opts": {"images_dir_fd": 3}},
+               meanwhile=boom)
+    assert marker.read_text() == "finished"

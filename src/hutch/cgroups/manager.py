@@ -284,7 +284,7 @@ class Manager:
         if kind:
             try:
                 self.freeze(True, 2.0)
-            except HutchError:
+            except (HutchError, OSError):   # e.g. the freezer directory is gone
                 kind = None
         for pid in self.pids():
             try:

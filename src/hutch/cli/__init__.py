@@ -165,9 +165,10 @@ def entry():
     verb): hutch writes its state and logs unbuffered and runs no threads, so
     flushing stdout and stderr is all that teardown would do for it."""
     code = main()
+    code = code if isinstance(code, int) else 1
     for stream in (sys.stdout, sys.stderr):
         try:
             stream.flush()
         except (OSError, ValueError):
-            pass
-    os._exit(code if isinstance(code, int) else 1)
+            code = code or 120      # what the interpreter's own exit would say
+    os._exit(code)

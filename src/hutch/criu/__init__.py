@@ -189,7 +189,7 @@ class Swrk:
             b.close()
             raise HutchError(f"start criu {criu}: {e.strerror}", e.errno) from None
         b.close()
-        self.answered = False
+        self.sent = self.answered = False
         if cgroups is not None:
             # restored tasks start in criu's cgroups before CRIU moves them
             try:
@@ -200,6 +200,7 @@ class Swrk:
 
     def send(self, req, fds=()):
         from . import rpc
+        self.sent = True
         data = rpc.encode("req", req)
         if fds:
             import _socket
@@ -224,16 +225,25 @@ class Swrk:
         return rpc.decode("resp", data), fds
 
     def close(self, kill=False):
-        """Waits for CRIU to exit; ``kill``: kills it first unless it has given
-        its final answer (then it is only finishing, and is let finish)."""
+        """Waits for CRIU to exit.  ``kill``: kills it first if it was never
+        asked anything.  Once a request is out CRIU is let finish on its own (it
+        sees the socket closed): killed in the middle of a dump it would leave
+        its parasite code in the container's processes."""
         self.sock.close()
-        if kill and not self.answered:
+        if kill and not self.sent:
             self.proc.kill()
         try:
             self.proc.wait(timeout=30)
         except TimeoutError:
             self.proc.kill()
             self.proc.wait()
+
+    def terminate(self):
+        """Kills CRIU whatever it does (a lazy dump that has finished dumping and
+        only serves pages), and reaps it."""
+        self.sock.close()
+        self.proc.kill()
+        self.proc.wait()
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
@@ -242,28 +252,29 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
     exception from it fails the request (CRIU then rolls back).  ``ready``:
     (fd, callback): the callback runs once the fd becomes readable while CRIU
-    works (a lazy dump's status fd); if it raises, the CRIU worker is killed.
-    ``worker``: a Swrk started earlier (CRIU's own start-up, ~3 ms, then runs
-    alongside hutch's preparations); its owner closes it (after a success that
-    can wait until hutch has done its own part), except that it is killed here
-    when ``ready``'s callback fails.  Descriptors named in
-    the request by number (images_dir_fd, work_dir_fd, status_fd) need not be
-    passed: CRIU opens them through /proc/<hutch>/fd; only inherit_fd ones must
-    be in CRIU's own table.  ``meanwhile()`` runs once the request is sent, while
-    CRIU works; if it raises, the CRIU worker is killed."""
+    works (a lazy dump's status fd, written once the dump is done and CRIU only
+    serves pages); if it raises, the CRIU worker is killed.  ``meanwhile()``
+    runs once the request is sent, while CRIU works; if it raises, CRIU is let
+    finish its request first (a dump stopped half-way would leave its parasite
+    in the processes), then the exception is raised.  ``worker``: a Swrk
+    started earlier (CRIU's own start-up, ~3 ms, then runs alongside hutch's
+    preparations); its owner closes it (after a success that can wait until
+    hutch has done its own part).  Descriptors named in the request by number
+    (images_dir_fd, work_dir_fd, status_fd) need not be passed: CRIU opens them
+    through /proc/<hutch>/fd; only inherit_fd ones must be in CRIU's own table."""
     from . import rpc
     w = worker or Swrk(criu, extra_fds, inherit_stdio, cgroups)
     if on_start is not None:
         on_start(w.proc.pid)
     killed = False
+    pending = None
     try:
         w.send(req)
         if meanwhile is not None:
             try:
                 meanwhile()
-            except BaseException:
-                killed = True
-                raise
+            except BaseException as e:
+                pending = e
         while True:
             if ready is not None:
                 import select
@@ -302,10 +313,14 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
                     w.send({"type": rpc.NOTIFY, "notify_success": True})
                 continue
             w.answered = True
+            if pending is not None:
+                raise pending
             return resp
     finally:
-        if worker is None or killed:
-            w.close(kill=killed)
+        if killed:
+            w.terminate()
+        elif worker is None:
+            w.close()
 
 
 def version(criu):

@@ -144,7 +144,10 @@ def cgroup_yard(where, proc_cgroup="/proc/self/cgroup"):
     if binds is None:
         return None
     k = K.kernel()
-    os.mkdir(where, 0o700)
+    try:
+        os.mkdir(where, 0o700)
+    except OSError:
+        return None
     try:
         k.mount("hutch-cgyard", where, "tmpfs", K.MS_NOSUID | K.MS_NODEV | K.MS_NOEXEC,
                 "size=64k,mode=0700", what="mount a cgroup yard for CRIU")
@@ -582,7 +585,11 @@ class Restore:
                 pass
         self.fds = []
         if self.cdir is not None:
-            self.cdir.remove()
+            try:
+                self.cdir.remove()
+            except HutchError as e:     # the restore's own error matters more
+                from ..log import warn
+                warn(str(e))
             self.cdir.unlock()
             self.cdir = None
 

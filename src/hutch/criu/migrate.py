@@ -30,6 +30,7 @@ Downtime is measured from the freeze to the destination's "restored".
 
 import json
 import os
+import signal
 import socket
 import struct
 import time
@@ -295,7 +296,7 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
     conn = Conn(sock)
     report = {"id": cid, "destination": dest}
     guard = None
-    frozen = committed = False
+    frozen = False
     t_freeze = None
     work = None
     worker = None
@@ -361,23 +362,22 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         # runs once told, and ours never runs again (the guard no longer thaws it)
         guard.disarm()
         frozen = False              # never thawed here again, whatever happens
-        committed = True
-        conn.send({"t": "commit"})
-        conn.expect("done")
+        try:
+            conn.send({"t": "commit"})
+            conn.expect("done")
+        except (HutchError, OSError) as e:
+            raise HutchError(f"migrate: {e}; the destination was told to run the "
+                             f"container but did not confirm: {cid} stays frozen "
+                             "here (check the destination, then `hutch delete -f` or "
+                             "`hutch resume` it here)", e.errno) from None
         lap("commit")
         report["downtime_ms"] = round((time.monotonic() - t_freeze) * 1000, 1)
-        mgr.kill_all(9)
         progress.end()
-    except BaseException as e:
+    except BaseException:
         if worker is not None:
             worker.close(kill=True)
         if frozen and guard is not None:
             guard.thaw_now()
-        if committed and isinstance(e, HutchError):
-            raise HutchError(f"migrate: {e}; the destination was told to run the "
-                             f"container but did not confirm: {cid} stays frozen here "
-                             "(check the destination, then `hutch delete -f` or "
-                             "`hutch resume` it here)", e.errno) from None
         raise
     finally:
         if guard is not None:
@@ -385,6 +385,8 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         sock.close()
         if work:
             _rm(work)
+    # ours was never thawed: killed while frozen, it runs no instruction more
+    mgr.kill_all(9)
     from ..container import delete
     delete(root, cid, force=True)
     report["bytes"] = conn.sent + conn.received
@@ -451,15 +453,24 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
         # CRIU ends the source's processes once every page has been pulled
         guard.disarm()
         state["committed"] = True
-        conn.send({"t": "commit"})
-        conn.expect("done")
-        lap("commit")
-        report["downtime_ms"] = round((time.monotonic() - t0) * 1000, 1)
-        report["page_bytes"] = C.lazy_bytes(work)     # what the destination pulls
+        # from here on nothing may stop this CRIU: the destination's copy runs
+        # on the pages it serves
+        try:
+            conn.send({"t": "commit"})
+            conn.expect("done")
+            lap("commit")
+            report["downtime_ms"] = round((time.monotonic() - t0) * 1000, 1)
+        except (HutchError, OSError) as e:
+            state["unconfirmed"] = str(e)
+        try:
+            report["page_bytes"] = C.lazy_bytes(work)     # what the destination pulls
+        except (OSError, ValueError):
+            report["page_bytes"] = 0
         progress.start("pulling pages")
 
-    worker = C.Swrk(criu)       # CRIU's start-up is not part of the downtime
+    worker = None
     try:
+        worker = C.Swrk(criu)       # CRIU's start-up is not part of the downtime
         t0 = mark[0] = time.monotonic()
         mgr.freeze(True)
         state["frozen"] = True
@@ -471,7 +482,8 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
         progress.end()
         report["pages_pulled_ms"] = round((time.monotonic() - t0) * 1000, 1)
     except BaseException:
-        worker.close(kill=True)
+        if worker is not None:
+            worker.close(kill=True)
         if state["frozen"] and not state["committed"]:
             guard.thaw_now()
         raise
@@ -482,6 +494,11 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
         conn.sock.close()
         _rm(work)
     report["bytes"] = conn.sent + conn.received
+    if state.get("unconfirmed"):
+        raise HutchError(f"migrate: {state['unconfirmed']}; the destination was told "
+                         f"to run {cid} and pulled its memory, but did not confirm "
+                         "that it runs: check the destination (nothing of it is left "
+                         "here)", 5)
     return report
 
 
@@ -570,6 +587,10 @@ def receive(root, listen, bundle_dir, cgroup_parent=None, once=True, criu=None,
     srv.listen(4)
     if log:
         log(f"listening on {listen}")
+    # restored inits are our children (CRIU's rst_sibling) and CRIU's page server
+    # daemon is reparented to us (restore makes us a subreaper): reap them as
+    # they end, however long this runs
+    old_chld = signal.signal(signal.SIGCHLD, _reap_children)
     try:
         while True:
             sock, peer = srv.accept()
@@ -586,7 +607,18 @@ def receive(root, listen, bundle_dir, cgroup_parent=None, once=True, criu=None,
             if once:
                 return
     finally:
+        signal.signal(signal.SIGCHLD, old_chld)
         srv.close()
+
+
+def _reap_children(_signum, _frame):
+    while True:
+        try:
+            pid, _ = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
 
 
 def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
@@ -594,9 +626,9 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
     from ..state import ContainerDir, validate_id
     bundle = images = None
     ps_pid = 0
-    restored = False
+    restored = committed = False
     cid = None
-    rst = None
+    rst = lazy = None
     try:
         hello = conn.expect("hello")
         cid = validate_id(hello["id"])
@@ -643,7 +675,6 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
             raise HutchError(f"migration protocol: expected images, got {msg.get('t')}",
                              71)
         recv_files(conn, images)
-        lazy = None
         if hello.get("lazy"):
             lazy = _lazy_daemon(criu, images, *msg["page_server"])
         else:
@@ -659,8 +690,14 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
         pid = load(root, cid, lock=False).data["pid"]
         conn.send({"t": "restored", "pid": pid, "page_bytes": page_bytes})
         conn.expect("commit")
+        # ours now: the source never runs its copy again, so nothing below undoes it
+        committed = True
         _thaw(root, cid)
-        conn.send({"t": "done"})
+        try:
+            conn.send({"t": "done"})
+        except OSError as e:
+            if log:
+                log(f"{cid} runs here; the source did not hear it ({e.strerror})")
         if lazy is not None:
             # the daemon reads the images until the last page has arrived
             try:
@@ -674,10 +711,15 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
         _drop_images(images)
         images = None
     except BaseException as e:
+        if committed:       # after the commit the container stays, whatever failed
+            raise
         try:
             conn.send({"t": "error", "msg": str(e), "errno": getattr(e, "errno", None)})
         except Exception:   # noqa: BLE001 - the connection may be gone
             pass
+        if lazy is not None:
+            lazy.kill()
+            lazy.wait()
         if ps_pid:
             try:
                 os.kill(ps_pid, 9)
