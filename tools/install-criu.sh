@@ -17,18 +17,15 @@
 # today's patches is rebuilt.
 #
 # CRIU probes the kernel for ~25 ms at every start unless it finds its cache,
-# criu.kdat, which it keeps only on a tmpfs (so that a reboot drops it).  This
-# build keeps it in $KDAT_DIR (default /run/hutch-criu, named in
-# $PREFIX/hutch-kdat-dir), and a small tmpfs is mounted there when that
-# directory is not on one already (this machine's /run is ext4).  hutch mounts it
-# again after a reboot, on the first checkpoint or restore.
+# which upstream keeps only on a tmpfs (/run is not one on every host, and is
+# ext4 here).  Patch 0002 names the cache after the boot's id instead
+# (/run/criu-<boot id>.kdat), so a stale one is never read and no tmpfs is needed.
 # Usage: tools/install-criu.sh [--force]      (as root; env PREFIX, SUITE, JOBS)
 set -eu
 PREFIX=${PREFIX:-/opt/criu4}
 SUITE=${SUITE:-trixie}
 JOBS=${JOBS:-$(nproc)}
 CRIU=$PREFIX/sbin/criu
-KDAT_DIR=${KDAT_DIR:-/run/hutch-criu}
 HERE=$(cd "$(dirname "$0")" && pwd)
 PATCHES=$(cd "$HERE/criu-patches" && ls *.patch 2>/dev/null | tr '\n' ' ')
 SRCLIST=/etc/apt/sources.list.d/hutch-criu-$SUITE-src.sources
@@ -40,29 +37,13 @@ works() {   # a CRIU >= 4.1 that passes its own kernel check
     major=${v%%.*}; rest=${v#*.}; minor=${rest%%.*}
     [ -n "$major" ] && { [ "$major" -gt 4 ] || { [ "$major" -eq 4 ] && [ "${minor:-0}" -ge 1 ]; }; } || return 1
     "$1" check >/dev/null 2>&1 || return 1
-    [ "$(cat "$PREFIX/hutch-patches" 2>/dev/null)" = "$PATCHES" ] &&
-    [ "$(cat "$PREFIX/hutch-kdat-dir" 2>/dev/null)" = "$KDAT_DIR" ]
+    [ "$(cat "$PREFIX/hutch-patches" 2>/dev/null)" = "$PATCHES" ]
 }
 
-kdat_tmpfs() {   # CRIU's kernel-feature cache needs a tmpfs
-    mkdir -p -m 0700 "$KDAT_DIR"
-    if [ "$(stat -f -c %T "$KDAT_DIR")" != tmpfs ] &&
-        ! mount -t tmpfs -o size=1m,mode=0700,nosuid,nodev,noexec hutch-criu "$KDAT_DIR"
-    then
-        echo "install-criu: no tmpfs on $KDAT_DIR: CRIU will probe the kernel" \
-             "(~25 ms) at every start" >&2
-    fi
-    # a CRIU that once ran on a non-tmpfs directory leaves criu.kdat.tmp behind,
-    # and none after it writes the cache
-    [ -e "$KDAT_DIR/criu.kdat" ] || rm -f "$KDAT_DIR/criu.kdat.tmp"
-}
-
-
-[ "$(id -u)" = 0 ] || { echo "install-criu: run as root" >&2; exit 1; }
-kdat_tmpfs
 if [ "${1:-}" != "--force" ] && works "$CRIU"; then
     exit 0
 fi
+[ "$(id -u)" = 0 ] || { echo "install-criu: run as root" >&2; exit 1; }
 
 WORK=$(mktemp -d /tmp/hutch-criu-build.XXXXXX)
 cleanup() {
@@ -123,12 +104,11 @@ for p in $PATCHES; do
 done
 
 cd "$src"
-make -j"$JOBS" PREFIX="$PREFIX" RUNDIR="$KDAT_DIR" criu > "$WORK/build.log" 2>&1 || {
+make -j"$JOBS" PREFIX="$PREFIX" criu > "$WORK/build.log" 2>&1 || {
     tail -n 30 "$WORK/build.log" >&2; exit 1; }
-make PREFIX="$PREFIX" RUNDIR="$KDAT_DIR" install-criu > "$WORK/install.log" 2>&1 || {
+make PREFIX="$PREFIX" install-criu > "$WORK/install.log" 2>&1 || {
     tail -n 30 "$WORK/install.log" >&2; exit 1; }
 echo "$PATCHES" > "$PREFIX/hutch-patches"
-echo "$KDAT_DIR" > "$PREFIX/hutch-kdat-dir"
 if ! works "$CRIU"; then
     "$CRIU" check >&2 || true
     echo "install-criu: $CRIU was built but does not pass 'criu check' on this kernel" >&2

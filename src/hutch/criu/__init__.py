@@ -52,60 +52,6 @@ def _from_config():
     return None
 
 
-_kdat_ready = set()
-
-
-def kdat_cache(criu):
-    """Makes sure CRIU can keep its kernel-feature cache (criu.kdat).  Without it
-    every CRIU start probes the kernel again (~25 ms, on the downtime of every
-    migration).  CRIU keeps the cache only on a tmpfs; tools/install-criu.sh
-    builds CRIU with its own directory for it, named in <prefix>/hutch-kdat-dir,
-    and this mounts a 1 MiB tmpfs there when the directory is not on one (this
-    machine's /run is not), for instance after a reboot.  A CRIU that is not
-    hutch's build keeps its cache where it always does.  Returns the directory,
-    or None."""
-    if criu in _kdat_ready:
-        return None
-    _kdat_ready.add(criu)
-    try:
-        with open(os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(
-                criu))), "hutch-kdat-dir")) as f:
-            where = f.read().strip()
-    except OSError:
-        return None
-    if not where.startswith("/") or os.path.exists(os.path.join(where, "criu.kdat")):
-        return where
-    try:
-        os.makedirs(where, 0o700, exist_ok=True)
-        if _fstype(where) != "tmpfs":
-            from ..linux import kernel as K
-            K.kernel().mount("hutch-criu", where, "tmpfs",
-                             K.MS_NOSUID | K.MS_NODEV | K.MS_NOEXEC,
-                             "size=1m,mode=0700", what=f"mount CRIU's cache tmpfs on {where}")
-        # CRIU leaves criu.kdat.tmp behind where it could not keep the cache, and
-        # none after it writes one; a live writer needs microseconds
-        import time
-        tmp = os.path.join(where, "criu.kdat.tmp")
-        if time.time() - os.stat(tmp).st_mtime > 10:
-            os.unlink(tmp)
-    except OSError:
-        pass    # only slower: CRIU probes the kernel as it would without a cache
-    return where
-
-
-def _fstype(path, mountinfo="/proc/self/mountinfo"):
-    """The filesystem type of the mount that holds ``path`` (no symlinks in it)."""
-    best, kind = "", None
-    with open(mountinfo) as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            mnt = left.split()[4].replace("\\040", " ")
-            if (path == mnt or path.startswith(mnt.rstrip("/") + "/")) and \
-                    len(mnt) >= len(best):
-                best, kind = mnt, right.split()[0]
-    return kind
-
-
 class Worker:
     """A started CRIU process: the little of subprocess.Popen this needs
     (subprocess's imports alone cost more than starting CRIU)."""
@@ -177,7 +123,6 @@ class Swrk:
 
     def __init__(self, criu, extra_fds=(), inherit_stdio=False, cgroups=None):
         import _socket
-        kdat_cache(criu)
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.sock = a
         try:

@@ -774,7 +774,6 @@ def _lazy_daemon(criu, images, address, port):
     as a command; it says on its status descriptor when its socket (in the work
     directory, where restore finds it) is ready."""
     import select
-    C.kdat_cache(criu)
     r, w = os.pipe()
     try:
         p = C.Worker([criu, "lazy-pages", "--page-server", "--address", address,
