@@ -97,7 +97,14 @@ class ContainerDir:
         self.lock()
 
     def remove(self):
-        left = _unmount_under(self.path)
+        # only a directory can hold a mount here (a restore's root bind, a cgroup
+        # yard); a plain container's state has none, and pays no mountinfo read
+        try:
+            with os.scandir(self.path) as it:
+                dirs = any(e.is_dir(follow_symlinks=False) for e in it)
+        except OSError:
+            dirs = False
+        left = _unmount_under(self.path) if dirs else []
         if left:
             raise HutchError(f"remove {self.path}: {left[0]} is mounted under it and "
                              "could not be unmounted; left in place", 16)

@@ -71,14 +71,3 @@ def test_lazy_pages_are_counted_from_the_pagemap(tmp_path):
     (tmp_path / "pagemap-shmem-9.img").write_bytes(img)   # not a task's
     assert C.lazy_bytes(str(tmp_path)) == 1005 * os.sysconf("SC_PAGE_SIZE")
 
-
-def test_dump_statistics_are_read_from_stats_dump(tmp_path):
-    import struct
-    from hutch import criu as C
-    body = rpc.encode("stats", {"dump": {"pages_scanned": 131095,
-                                         "pages_written": 131088, "pages_lazy": 0}})
-    (tmp_path / "stats-dump").write_bytes(
-        struct.pack("<III", C.IMG_SERVICE_MAGIC, C.STATS_MAGIC, len(body)) + body)
-    assert C.dump_stats(str(tmp_path)) == {"pages_scanned": 131095,
-                                           "pages_written": 131088, "pages_lazy": 0}
-    assert C.dump_stats(str(tmp_path / "none")) == {}

@@ -121,7 +121,7 @@ class Worker:
 class Swrk:
     """One `criu swrk` worker and its socket."""
 
-    def __init__(self, criu, extra_fds=(), inherit_stdio=False, cgroups=None):
+    def __init__(self, criu, extra_fds=(), inherit_stdio=False):
         import _socket
         a, b = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         self.sock = a
@@ -135,13 +135,6 @@ class Swrk:
             raise HutchError(f"start criu {criu}: {e.strerror}", e.errno) from None
         b.close()
         self.sent = self.answered = False
-        if cgroups is not None:
-            # restored tasks start in criu's cgroups before CRIU moves them
-            try:
-                cgroups.add(self.proc.pid)
-            except BaseException:
-                self.close(kill=True)
-                raise
 
     def send(self, req, fds=()):
         from . import rpc
@@ -192,7 +185,7 @@ class Swrk:
 
 
 def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=False,
-         cgroups=None, on_start=None, ready=None, worker=None, meanwhile=None):
+         on_start=None, ready=None, worker=None, meanwhile=None):
     """Sends ``req`` and answers notifications until the final response, which is
     returned.  ``on_notify(script, pid, fds)`` runs for each action script; an
     exception from it fails the request (CRIU then rolls back).  ``ready``:
@@ -208,7 +201,7 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
     (images_dir_fd, work_dir_fd, status_fd) need not be passed: CRIU opens them
     through /proc/<hutch>/fd; only inherit_fd ones must be in CRIU's own table."""
     from . import rpc
-    w = worker or Swrk(criu, extra_fds, inherit_stdio, cgroups)
+    w = worker or Swrk(criu, extra_fds, inherit_stdio)
     if on_start is not None:
         on_start(w.proc.pid)
     killed = False
@@ -326,7 +319,6 @@ def features(criu):
     return {"mem_track": bool(f.get("mem_track")), "lazy_pages": bool(f.get("lazy_pages"))}
 
 
-IMG_SERVICE_MAGIC, STATS_MAGIC = 0x55105940, 0x57093306
 IMG_COMMON_MAGIC, PAGEMAP_MAGIC = 0x54564319, 0x56084025
 PE_LAZY = 1 << 1
 
@@ -358,22 +350,6 @@ def lazy_bytes(images):
             if e.get("flags", 0) & PE_LAZY:
                 pages += e.get("nr_pages", 0)
     return pages * os.sysconf("SC_PAGE_SIZE")
-
-
-def dump_stats(images):
-    """CRIU's statistics of a dump (its `stats-dump` image: two magics, a size,
-    a stats_entry message), or {} if there are none."""
-    import struct
-    from . import rpc
-    try:
-        with open(os.path.join(images, "stats-dump"), "rb") as f:
-            data = f.read()
-        m1, m2, size = struct.unpack("<III", data[:12])
-        if (m1, m2) != (IMG_SERVICE_MAGIC, STATS_MAGIC) or len(data) < 12 + size:
-            return {}
-        return rpc.decode("stats", data[12:12 + size]).get("dump") or {}
-    except (OSError, struct.error, ValueError):
-        return {}
 
 
 # CRIU reports this on hosts without CAP_SYS_RESOURCE and carries on

@@ -114,15 +114,13 @@ def network_lock(pid, info):
     packet until the restore is done).  Locking and unlocking an isolated
     namespace costs ~70 ms of restore time here (nftables commits), on the
     downtime of every migration.  The restore follows what the dump recorded."""
-    if "network" in info.get("join", {}):
-        return None
     try:
         own = os.stat(f"/proc/{pid}/ns/net").st_ino != os.stat("/proc/self/ns/net").st_ino
         with open(f"/proc/{pid}/net/dev") as f:
             names = {line.split(":", 1)[0].strip() for line in f if ":" in line}
     except OSError:
         return None
-    return lock_for(own, False, names)
+    return lock_for(own, "network" in info.get("join", {}), names)
 
 
 YARD = "criu-cgyard"
@@ -187,8 +185,7 @@ def yard_binds(hs, proc_cgroup):
 
 def remove_yard(where):
     """Detaches a yard, its binds and whatever CRIU mounted in it, in one go."""
-    if os.path.lexists(where):
-        _unmount(where)
+    _unmount(where)
 
 
 def _masked_files(pid, masked):
@@ -209,8 +206,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
                lazy_pages=False, status_fd=-1, manage_cgroups_mode=None, empty_ns=0,
                auto_dedup=False, criu=None, on_criu=None, ready=None, meanwhile=None,
                worker=None):
-    """Returns CRIU's statistics of the dump (pages scanned, written, left lazy).
-    ``on_criu(pid)``: told the CRIU worker's pid as soon as it exists.
+    """``on_criu(pid)``: told the CRIU worker's pid as soon as it exists.
     ``ready``, ``meanwhile``: see :func:`hutch.criu.call`.  ``worker``: a CRIU
     started beforehand (a migration starts it before the freeze); closed here."""
     criu = C.find(criu)
@@ -218,7 +214,7 @@ def checkpoint(root, cid, image_path, work_path=None, parent_path=None,
     # CRIU starts (~3 ms) while hutch loads the state and prepares the request
     worker = worker or C.Swrk(criu)
     try:
-        return _checkpoint(worker, root, cid, image_path, work_path, parent_path,
+        _checkpoint(worker, root, cid, image_path, work_path, parent_path,
                     leave_running, tcp_established, ext_unix_sk, shell_job, file_locks,
                     pre_dump, page_server, lazy_pages, status_fd, manage_cgroups_mode,
                     empty_ns, auto_dedup, criu, on_criu, ready, meanwhile)
@@ -333,11 +329,9 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
-        stats = C.dump_stats(image_path)
         if not (leave_running or pre_dump):
             # the processes are gone: the container is too, as with runc
             delete_loaded(cdir, force=True)
-    return stats
 
 
 def _freezer(d):
@@ -557,13 +551,16 @@ class Restore:
         if self.yard:
             remove_yard(self.yard)
         _unmount(self.mounted)
+        self._close_fds()
+        self.cdir.unlock()
+
+    def _close_fds(self):
         for fd in self.fds:
             try:
                 os.close(fd)
             except OSError:
                 pass
         self.fds = []
-        self.cdir.unlock()
 
     def abort(self):
         """Undoes the restore (prepared or failed): CRIU and any restored process
@@ -578,12 +575,7 @@ class Restore:
             undo(self.pid, self.state.get("starttime"), self.mgr)
         _unmount(self.mounted)
         self.mounted = None
-        for fd in self.fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        self.fds = []
+        self._close_fds()
         if self.cdir is not None:
             try:
                 self.cdir.remove()

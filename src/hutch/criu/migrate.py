@@ -760,12 +760,8 @@ def _images_dir(path):
 
 
 def _drop_images(path):
-    from ..linux import kernel as K
-    try:
-        K.kernel().umount2(path, K.MNT_DETACH)
-    except OSError:
-        pass
-    _rm(path)
+    from .container import _unmount
+    _unmount(path)          # the files go with the tmpfs
 
 
 def _lazy_daemon(criu, images, address, port):

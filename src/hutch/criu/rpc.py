@@ -55,11 +55,6 @@ SCHEMAS = {
     "version": {"major_number": (1, "int32", False), "minor_number": (2, "int32", False),
                 "gitid": (3, "string", False), "sublevel": (4, "int32", False),
                 "extra": (5, "int32", False), "name": (6, "string", False)},
-    # images/stats.proto: what `stats-dump` holds (only what hutch reads)
-    "dump_stats": {"pages_scanned": (5, "uint64", False),
-                   "pages_written": (7, "uint64", False),
-                   "pages_lazy": (9, "uint64", False)},
-    "stats": {"dump": (1, "dump_stats", False)},
     # images/pagemap.proto
     "pagemap_entry": {"vaddr": (1, "uint64", False), "nr_pages": (2, "uint32", False),
                       "flags": (4, "uint32", False)},
