@@ -134,7 +134,7 @@ class Swrk:
             b.close()
             raise HutchError(f"start criu {criu}: {e.strerror}", e.errno) from None
         b.close()
-        self.sent = self.answered = False
+        self.sent = False
 
     def send(self, req, fds=()):
         from . import rpc
@@ -250,7 +250,6 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
                 if ok:
                     w.send({"type": rpc.NOTIFY, "notify_success": True})
                 continue
-            w.answered = True
             if pending is not None:
                 raise pending
             return resp
