@@ -81,12 +81,30 @@ def drop_bounding(k, keep_mask):
                     "from the bounding set")
 
 
+def unraisable_ambient(caps):
+    """The ambient capabilities the kernel will refuse to raise: those not in
+    both the permitted and the inheritable set.  runc's default config asks for
+    three of them with no inheritable set; runc and crun skip them silently, and
+    so does hutch (see :func:`apply_sets`; the caller logs them at debug level)."""
+    if not caps:
+        return []
+    both = mask(caps.get("permitted", ())) & mask(caps.get("inheritable", ()))
+    return [n for n in caps.get("ambient", ()) if not both >> number(n) & 1]
+
+
 def apply_sets(k, caps):
     """Sets effective, permitted and inheritable, then raises the ambient ones.
 
-    Called after the switch to the container user (with keep-caps set)."""
+    Called after the switch to the container user (with keep-caps set).  An
+    ambient capability the kernel refuses to raise (not permitted and
+    inheritable, or SECBIT_NO_CAP_AMBIENT_RAISE) is skipped, as runc does: the
+    process gets every ambient capability that can be raised, and no error."""
     eff, perm, inh = mask(caps.get("effective", ())), mask(caps.get("permitted", ())), \
         mask(caps.get("inheritable", ()))
     k.capset(eff, perm, inh)
     for n in caps.get("ambient", ()):
-        k.prctl(47, 2, number(n), what=f"raise ambient capability {n}")
+        if (perm & inh) >> number(n) & 1:
+            try:
+                k.prctl(47, 2, number(n), what=f"raise ambient capability {n}")
+            except OSError:
+                pass

@@ -47,6 +47,11 @@ def validate(cfg):
     if cfg.process.capabilities:
         capabilities.check_available(cfg.process.capabilities,
                                      capabilities.current_bounding())
+        skipped = capabilities.unraisable_ambient(cfg.process.capabilities)
+        if skipped:
+            from .log import debug
+            debug("ambient capabilities not raised, as they are not both permitted "
+                  "and inheritable: " + ", ".join(skipped))
     from . import lsm
     lsm.check(cfg.process.apparmor_profile, cfg.process.selinux_label,
               "config.json: process")
@@ -328,14 +333,17 @@ def start(root, cid):
         if status != "created":
             raise HutchError(f"cannot start an already {status} container")
         d = cdir.data
+        # the pidfd first: opening exec.fifo releases the init, whose program may
+        # exit at once (a zombie is "stopped" to _pidfd); from here on the pidfd
+        # tells whether the init that was released is the one that went away
+        pfd = _pidfd(d["pid"], d.get("starttime"))
+        if pfd is None:
+            raise HutchError("cannot start a container that has stopped")
         try:
             ffd = os.open(cdir.fifo, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         except FileNotFoundError:
+            os.close(pfd)
             raise HutchError("cannot start an already running container") from None
-        pfd = _pidfd(d["pid"], d.get("starttime"))
-        if pfd is None:
-            os.close(ffd)
-            raise HutchError("cannot start a container that has stopped")
         got = b""
         acked = False
         try:

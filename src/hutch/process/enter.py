@@ -77,7 +77,7 @@ def child(plan, sock, hostproc, console_sock):
         console = open_console(proc, console_sock)
     cwd = proc["cwd"]
     if cwd is not None:
-        finalize.safe_chdir(k, cwd, plan["source"])
+        finalize.chdir_or_defer(k, proc, plan["source"])
     else:
         proc["cwd"] = os.getcwd()
     exe, env = finalize.prepare_exec(proc)

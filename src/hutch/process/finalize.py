@@ -4,6 +4,7 @@ credentials, capabilities, no_new_privs, fds, and the exec itself.
 Shared by the container's init and (later) by `hutch exec`.
 """
 
+import errno
 import os
 import _signal as signal
 import stat
@@ -92,6 +93,18 @@ def safe_chdir(k, cwd, source="config.json"):
     if not here.startswith("/"):
         raise HutchError(f'chdir to cwd ("{cwd}") set in {source} failed: it is '
                          "outside the container's root", 2)
+
+
+def chdir_or_defer(k, proc, source="config.json"):
+    """The cwd as root, before the credentials change.  Where root is refused
+    (EACCES, EPERM) the chdir is tried again as the user in :func:`exec_process`,
+    as runc does: a volume chowned to the container user may be closed to root."""
+    try:
+        safe_chdir(k, proc["cwd"], source)
+    except HutchError as e:
+        if e.errno not in (errno.EACCES, errno.EPERM):
+            raise
+        proc["chdir_as_user"] = True
 
 
 def reopen_dev_null():
@@ -293,6 +306,18 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
     if proc.get("apparmor") or proc.get("selinux"):
         from .. import lsm
         lsm.apply_exec_labels(procfd, proc.get("apparmor"), proc.get("selinux"))
+    # nothing of hutch's own reaches the program: every fd past the kept ones
+    # closes.  Done before any filter is loaded: a profile older than close_range
+    # (or one whose default errno is unusual) must not see it.
+    cloexec_from(k, keep_fds)
+    for fd in range(3, keep_fds):
+        try:
+            os.set_inheritable(fd, True)
+        except OSError:
+            pass
+    # From the first filter on, hutch makes only the calls runc makes at this
+    # point (prctl, capset, setgroups, setres[ug]id, umask, chdir, execve), so
+    # that any profile runc can run, hutch can run.
     sec = proc.get("seccomp")
     if sec and not proc["no_new_privileges"]:
         # without no_new_privs, loading a filter needs CAP_SYS_ADMIN: load it
@@ -322,22 +347,13 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
         C.apply_sets(k, caps)
     if proc["umask"] is not None:
         os.umask(proc["umask"])
-    try:
-        # again as the user, so that its permissions apply where they can
+    if proc.get("chdir_as_user"):
+        # root was refused the cwd (a user namespace, root-squashed NFS): the
+        # user may have access where root had none, as runc allows
         safe_chdir(k, proc["cwd"])
-    except HutchError as e:
-        if e.errno != 13:
-            raise
     if proc["no_new_privileges"]:
         k.prctl(K.PR_SET_NO_NEW_PRIVS, 1, what="set no_new_privs")
     if sec:
         from .. import seccomp
         seccomp.load(k, sec)      # as late as possible: right before execve
-    # nothing of hutch's own reaches the program: every fd past the kept ones closes
-    cloexec_from(k, keep_fds)
-    for fd in range(3, keep_fds):
-        try:
-            os.set_inheritable(fd, True)
-        except OSError:
-            pass
     os.execve(exe, proc["args"], env_dict(env))

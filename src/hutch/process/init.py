@@ -167,7 +167,7 @@ def stage2(plan, sock):
     if console is not None:
         finalize.take_console(console)
     exe, env = finalize.prepare_exec(proc)
-    finalize.safe_chdir(k, proc["cwd"])
+    finalize.chdir_or_defer(k, proc)
     if proc["seccomp"] and proc["seccomp"]["notify"]:
         send_notify_fd(k, proc, sock)
     channel.send(sock, {"t": "ready"})
