@@ -8,7 +8,7 @@ start time each time it is asked for.
 import _signal as signal
 import os
 
-from .errors import ConfigError, HutchError, NotFound, NotRunning
+from .errors import ConfigError, HutchError, NotFound, NotRunning, failpoint
 from .state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_atomic
 
 
@@ -131,12 +131,14 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     join = []
     csock = -1
     try:
+        failpoint("create:dir")
         cdir.save(state)
         os.mkfifo(cdir.fifo, 0o622)
         os.chmod(cdir.fifo, 0o622)     # past the umask: a user-namespace root writes it
         mgr = Manager.for_container(cid, cfg.cgroups_path)
         state["cgroup"] = mgr.to_state()
         cdir.save()
+        failpoint("create:state")
         try:
             mgr.create()
         except HutchError as e:
@@ -159,6 +161,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             mgr = None
         state["cgroup"] = mgr.to_state() if mgr else None
         cdir.save()
+        failpoint("create:cgroups")
         # the helper that becomes the init joins the cgroups first, while it is
         # still starting up: the first cgroup migration can wait for an RCU grace
         # period (up to ~10 ms here), which this overlaps with the helper's start-up.
@@ -169,9 +172,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         h = helper.take(close=(cdir.lock_fd,), strict=strict)
         if mgr is not None:
             mgr.add(h.pid)
+        failpoint("create:helper")
         validate(cfg)
         if mgr is not None:
             mgr.apply(cfg.resources, device_nodes=cfg.devices)
+        failpoint("create:resources")
         nlisten = listen_fds()
         prog = None
         if cfg.seccomp is not None:
@@ -216,6 +221,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             st = proc_stat(p)
             state["starttime"] = st[1] if st else 0
             cdir.save()
+            failpoint("create:pid")
 
         def hooks_state(p, as_json=True):
             st = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
@@ -224,7 +230,9 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
 
         join, csock = [], -1      # spawn owns (and closes) the plan's fds now
         h, helper_h = None, h
+        failpoint("create:spawn")
         launch.spawn(plan, helper_h, on_pid, hooks_state)
+        failpoint("create:ready")
         state["status"] = "created"
         # what `hutch exec` needs to give its processes the init's confinement
         state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
@@ -237,8 +245,10 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             from .seccomp import to_state
             state["exec"]["process"]["seccomp"] = to_state(prog)
         cdir.save()
+        failpoint("create:saved")
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))
+        failpoint("create:done")
     except BaseException:
         if h is not None:
             h.close()
@@ -327,6 +337,7 @@ def start(root, cid):
     from . import hooks
     cdir = load(root, cid)
     with cdir:
+        failpoint("start:locked")
         status = cdir.status()
         if status == "stopped":
             raise HutchError("cannot start a container that has stopped")
@@ -344,6 +355,7 @@ def start(root, cid):
         except FileNotFoundError:
             os.close(pfd)
             raise HutchError("cannot start an already running container") from None
+        failpoint("start:released")
         got = b""
         acked = False
         try:
@@ -368,6 +380,7 @@ def start(root, cid):
         finally:
             os.close(ffd)
             os.close(pfd)
+        failpoint("start:ran")
         try:
             os.unlink(cdir.fifo)
         except FileNotFoundError:
@@ -377,6 +390,7 @@ def start(root, cid):
             raise HutchError(err)
         d["status"] = "running"
         cdir.save()
+        failpoint("start:saved")
         st = cdir.oci_state()
         if d.get("hooks", {}).get("poststart"):
             from . import jsonlite
@@ -410,13 +424,25 @@ def kill(root, cid, sig, all_procs=False):
 
 
 def delete(root, cid, force=False):
+    validate_id(cid)
+    cdir = ContainerDir(root, cid)
     try:
-        cdir = load(root, cid)
+        cdir.lock()
     except NotFound:
         if force:
             return
         raise
     with cdir:
+        try:
+            cdir.load()
+        except HutchError:
+            # no state file: a create killed before it wrote one (there is
+            # nothing else it can have made yet), or a state file that cannot be
+            # read; --force removes the entry, as it must leave nothing behind
+            if not force:
+                raise
+            cdir.remove()
+            return
         delete_loaded(cdir, force)
 
 
@@ -424,6 +450,7 @@ def delete_loaded(cdir, force=False):
     """`delete` of a container whose directory the caller holds locked."""
     cid = cdir.id
     d = cdir.data
+    failpoint("delete:locked")
     status = cdir.status()
     if status in ("running", "paused") and not force:
         raise HutchError(f"cannot delete container {cid} that is not stopped: "
@@ -433,9 +460,11 @@ def delete_loaded(cdir, force=False):
             from .cgroups.manager import Manager
             Manager.from_state(d["cgroup"]).freeze(False)
         _kill_wait(d["pid"], d.get("starttime"))
+    failpoint("delete:killed")
     if d.get("cgroup"):
         from .cgroups.manager import Manager
         Manager.from_state(d["cgroup"]).destroy()
+    failpoint("delete:cgroups")
     if d.get("hooks", {}).get("poststop"):
         from . import hooks, jsonlite
         st = cdir.oci_state()
@@ -445,13 +474,18 @@ def delete_loaded(cdir, force=False):
         except HutchError as e:
             from .log import warn
             warn(str(e))
+    failpoint("delete:hooks")
     cdir.remove()
 
 
 def state(root, cid):
-    cdir = load(root, cid)
-    with cdir:
-        return cdir.oci_state()
+    """Read without the lock: state.json is only ever replaced whole, and a hook
+    that create or start runs may ask for the state of its own container."""
+    cdir = load(root, cid, lock=False)
+    st = cdir.oci_state()
+    if cdir.data.get("status") == "creating" and not _locked(cdir):
+        st["status"] = "stopped"        # its creator died part-way
+    return st
 
 
 def list_all(root):
@@ -520,12 +554,13 @@ def resume(root, cid):
 
 def pids(root, cid):
     """Every pid in the container's cgroup (host pids)."""
-    cdir = load(root, cid, lock=False)
-    d = cdir.data
-    if not d.get("cgroup") and cdir.status() != "stopped":
-        return _pidns_members(d["pid"])
-    mgr, _ = _running_manager(cdir, "list the processes of")
-    return mgr.pids()
+    cdir = load(root, cid)
+    with cdir:
+        d = cdir.data
+        if not d.get("cgroup") and cdir.status() != "stopped":
+            return _pidns_members(d["pid"])
+        mgr, _ = _running_manager(cdir, "list the processes of")
+        return mgr.pids()
 
 
 def _pidns_members(init):
@@ -558,9 +593,11 @@ def update(root, cid, resources):
 def stats(root, cid):
     """One stats event in runc's shape: {"type": "stats", "id", "data"}."""
     from .cgroups import stats as S
-    cdir = load(root, cid, lock=False)
-    _running_manager(cdir, "read the stats of")
-    return {"type": "stats", "id": cid, "data": S.collect(cdir.data["cgroup"]["paths"])}
+    cdir = load(root, cid)
+    with cdir:
+        _running_manager(cdir, "read the stats of")
+        return {"type": "stats", "id": cid,
+                "data": S.collect(cdir.data["cgroup"]["paths"])}
 
 
 def events(root, cid, interval, emit, stats_every=True):

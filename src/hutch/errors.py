@@ -2,6 +2,17 @@
 
 import os
 
+# Test-only failpoints: with HUTCH_FAILPOINT=VERB:STEP the hutch command SIGKILLs
+# itself when it reaches that step, so that recovery from a kill at every step can
+# be proved (tests/integration/test_failpoints.py).  Unset, a step costs one
+# comparison: no import, no syscall.
+_FAILPOINT = os.environ.get("HUTCH_FAILPOINT")
+
+
+def failpoint(step):
+    if _FAILPOINT is not None and _FAILPOINT == step:
+        os.kill(os.getpid(), 9)
+
 
 class HutchError(Exception):
     """A failure hutch reports to the user as one line.

@@ -11,7 +11,7 @@ the init's, as in runc.
 
 import os
 
-from .errors import ConfigError, HutchError, NotRunning
+from .errors import ConfigError, HutchError, NotRunning, failpoint
 from .spec.config import NAMESPACES
 
 CREATE_KEYS = ("env", "cwd", "uid", "gid", "additional_gids", "umask", "capabilities",
@@ -213,10 +213,27 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
             cdir=None):
     """Runs ``proc`` (see :func:`base_process`) in container ``cid``.  Returns the
     exit code (0 right away with ``detach``).  ``cdir``: the container's loaded
-    state directory, when the caller has it already."""
+    state directory, when the caller has it already (locked or not).
+
+    The container's lock is held until the process has been exec'd (or has
+    failed), so that exec is serialised with every other verb on the container,
+    and released before a foreground exec waits for its process."""
     from .container import _pidfd, load
     if cdir is None:
-        cdir = load(root, cid, lock=False)
+        cdir = load(root, cid)
+    elif cdir.lock_fd is None:
+        cdir.lock()
+        cdir.load()
+    try:
+        return _exec_locked(root, cid, cdir, proc, detach, pid_file, console_socket,
+                            preserve_fds, ignore_paused, cgroups, source, _pidfd)
+    finally:
+        cdir.unlock()
+
+
+def _exec_locked(root, cid, cdir, proc, detach, pid_file, console_socket,
+                 preserve_fds, ignore_paused, cgroups, source, _pidfd):
+    failpoint("exec:locked")
     d = cdir.data
     status = cdir.status()
     if status == "stopped":
@@ -245,25 +262,21 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
             # from now on the container may hold CAP_LINUX_IMMUTABLE: every later
             # exec must re-exec from the read-only clone too
             strict = True
-            _record_strict(root, cid)
+            cdir.data.setdefault("exec", {})["strict_guard"] = True
+            cdir.save()
     notify_state = cdir.oci_state() if proc["seccomp"] and proc["seccomp"]["notify"] \
         else None
     return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict,
-                     notify_state)
-
-
-def _record_strict(root, cid):
-    from .container import load
-    cdir = load(root, cid)
-    with cdir:
-        cdir.data.setdefault("exec", {})["strict_guard"] = True
-        cdir.save()
+                     notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,))
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
-              console_socket=None, strict=True, notify_state=None):
+              console_socket=None, strict=True, notify_state=None, started=None,
+              keep_from=()):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
-    ``detach``, waits for it."""
+    ``detach``, waits for it.  ``started()`` is called once the program has been
+    exec'd (exec releases the container's lock there); ``keep_from``: fds a
+    newly started helper must not inherit (that lock)."""
     from .container import _connect
     from .linux import exeguard
     from .linux import kernel as K
@@ -290,17 +303,20 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     exeguard.protect_self()
     if not detach:
         runner.hold_signals()
-    h = helper.take(kind="enter", strict=strict)
+    h = helper.take(close=tuple(fd for fd in keep_from if fd is not None),
+                    kind="enter", strict=strict)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:
         try:
             _join_cgroups(cgroup_paths, hpid)
+            failpoint("exec:helper")
             helper.send_enter(sock, plan, pidfd, csock)
         finally:
             os.close(pidfd)
             if csock >= 0:
                 os.close(csock)
+        failpoint("exec:sent")
         msg = channel.recv(sock)
         os.waitpid(hpid, 0)
         hpid = 0
@@ -309,15 +325,19 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         if msg["t"] == "error":
             raise HutchError(msg["msg"], msg.get("errno"))
         child = msg["pid"]
+        failpoint("exec:pid")
         msg = channel.recv(sock)      # EOF: the program was exec'd
         if msg is not None and msg.get("t") == "seccomp":
             _pass_notify_fd(sock, proc["seccomp"], child, notify_state)
             msg = channel.recv(sock)
         if msg is not None and msg.get("t") == "error":
             raise HutchError(msg["msg"], msg.get("errno"))
+        failpoint("exec:started")
         if pid_file:
             from .state import write_atomic
             write_atomic(os.path.abspath(pid_file), str(child))
+        if started is not None:
+            started()
     except BaseException:
         import _signal as signal
         for pid in (hpid, child):

@@ -59,7 +59,7 @@ def _run(g, argv):
         raise args.Usage("exec: give either --process FILE or COMMAND, not both")
     if (o["preserve_fds"] or 0) < 0:
         raise HutchError("--preserve-fds must not be negative", 22)
-    cdir = load(g.root, cid, lock=False)
+    cdir = load(g.root, cid)        # exec_in releases it once the process runs
     base = tenant.base_process(tenant._exec_info(cdir.data))
     if o["process"]:
         proc = tenant.process_from_json(o["process"], base)

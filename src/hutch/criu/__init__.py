@@ -14,7 +14,7 @@ Which CRIU: ``--criu PATH``, then ``$HUTCH_CRIU``, then the ``criu =`` line of
 
 import os
 
-from ..errors import HutchError
+from ..errors import HutchError, failpoint
 
 MIN_VERSION = (4, 1)
 CONFIG = "/etc/hutch/hutch.conf"
@@ -208,6 +208,7 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
     pending = None
     try:
         w.send(req)
+        failpoint(f"{what}:sent")
         if meanwhile is not None:
             try:
                 meanwhile()
@@ -376,3 +377,79 @@ def failure(resp, what, log=None):
     text = f"{what} failed" + (f": {cause}" if cause else "") + \
         (f" (CRIU's log: {log})" if log else "")
     return HutchError(text, resp.get("cr_errno") or None)
+
+
+def wait_pid(pid, timeout=60.0):
+    """Waits until ``pid`` is gone, child or not (CRIU's page server is its
+    daemon, not ours)."""
+    if not pid:
+        return
+    try:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
+        return
+    try:
+        import select
+        select.select([fd], [], [], timeout)
+    finally:
+        os.close(fd)
+
+
+class ThawGuard:
+    """A process that thaws the container if `hutch migrate` or `hutch
+    checkpoint` dies while it is frozen (SIGKILL included): it waits on a pipe;
+    EOF without "done" means thaw.  If a CRIU dump is under way it first lets CRIU finish or fail on its own
+    (killing CRIU mid-dump could leave its parasite code in the container's
+    processes), since CRIU puts the freezer back as it found it."""
+
+    def __init__(self, mgr):
+        r, w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                os.setsid()
+                # only the pipe: the migration's socket must close when it dies
+                os.closerange(3, r)
+                os.closerange(r + 1, 65536)
+                got = b""
+                while True:
+                    chunk = os.read(r, 64)
+                    if not chunk:
+                        break
+                    got += chunk
+                if b"done" not in got:
+                    for word in got.split():
+                        if word.startswith(b"criu="):
+                            wait_pid(int(word[5:]), 300.0)
+                    try:
+                        mgr.freeze(False)
+                    except Exception:   # noqa: BLE001 - nothing to report to
+                        pass
+            finally:
+                os._exit(0)
+        os.close(r)
+        self.w, self.pid, self.mgr = w, pid, mgr
+
+    def watch(self, criu_pid):
+        if self.w >= 0:
+            os.write(self.w, f" criu={criu_pid} ".encode())
+
+    def disarm(self):
+        if self.w >= 0:
+            os.write(self.w, b"done")
+
+    def thaw_now(self):
+        try:
+            self.mgr.freeze(False)
+        except HutchError:
+            pass
+        self.disarm()
+
+    def close(self):
+        if self.w >= 0:
+            os.close(self.w)
+            self.w = -1
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:
+                pass

@@ -18,7 +18,7 @@ exec, kill, delete and another checkpoint all work on it.
 import os
 
 from .. import criu as C
-from ..errors import HutchError, NotRunning
+from ..errors import HutchError, NotRunning, failpoint
 
 DESCRIPTORS = "descriptors.json"
 NET_KEY = "extRootNetNS"
@@ -231,6 +231,7 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
     from ..jsonlite import dumps
     cdir = load(root, cid)
     with cdir:
+        failpoint("checkpoint:locked")
         d = cdir.data
         status = cdir.status()
         if status not in ("running", "paused"):
@@ -260,14 +261,29 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         img = _open_dir(image_path, "--image-path", create=True)
         work = _open_dir(work_path, "--work-path", create=True)
         yard = os.path.join(cdir.path, YARD)
+        guard = mgr = None
+        resp = {}
         try:
             remove_yard(yard)       # a killed checkpoint's
             yard = cgroup_yard(yard)
+            if not (leave_running or pre_dump) and status == "running" and \
+                    _freezer(d):
+                # CRIU would kill the processes once dumped, even if this command
+                # died during the dump.  hutch freezes them itself instead, with
+                # a guard that thaws them if it dies (after CRIU is done), and
+                # asks CRIU to leave them as it found them: frozen.  They are
+                # killed, still frozen, once the checkpoint has succeeded.
+                from ..cgroups.manager import Manager
+                mgr = Manager.from_state(d["cgroup"])
+                guard = C.ThawGuard(mgr)
+                mgr.freeze(True)
+                failpoint("checkpoint:frozen")
+                on_criu = _both(guard.watch, on_criu)
             opts = {
                 "images_dir_fd": img, "work_dir_fd": work, "pid": pid,
                 "log_file": "pre-dump.log" if pre_dump else "dump.log",
                 "log_level": 4, "root": os.path.realpath(d["rootfs"]),
-                "leave_running": leave_running or pre_dump,
+                "leave_running": leave_running or pre_dump or guard is not None,
                 "tcp_established": tcp_established, "ext_unix_sk": ext_unix_sk,
                 "shell_job": shell_job, "file_locks": file_locks,
                 "manage_cgroups": True, "auto_dedup": auto_dedup,
@@ -321,17 +337,37 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
             req = {"type": rpc.PRE_DUMP if pre_dump else rpc.DUMP, "opts": opts}
             resp = C.call(criu, req, what="checkpoint", on_start=on_criu, ready=ready,
                           worker=worker, meanwhile=meanwhile)
+            if resp.get("success") and guard is not None:
+                failpoint("checkpoint:dumped")
+                mgr.kill_all(9)     # frozen: none of them runs again
+                failpoint("checkpoint:killed")
         finally:
             for fd in (img, work):
                 os.close(fd)
             if yard:
                 remove_yard(yard)
+            if guard is not None:
+                if not resp.get("success"):
+                    guard.thaw_now()
+                guard.disarm()
+                guard.close()
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
         if not (leave_running or pre_dump):
             # the processes are gone: the container is too, as with runc
             delete_loaded(cdir, force=True)
+
+
+def _both(first, second):
+    """One on_criu callback from two (the second may be None)."""
+    if second is None:
+        return first
+
+    def both(pid):
+        first(pid)
+        second(pid)
+    return both
 
 
 def _freezer(d):
@@ -444,6 +480,7 @@ class Restore:
             file_locks=False, empty_ns=0, auto_dedup=False, frozen=False):
         """Restores from ``image_path``; see :func:`restore` for what it returns."""
         try:
+            failpoint("restore:prepared")
             self._run(image_path, work_path, pid_file, tcp_established, ext_unix_sk,
                       shell_job, file_locks, empty_ns, auto_dedup, frozen)
         except BaseException:
@@ -520,10 +557,12 @@ class Restore:
                 st = proc_stat(npid)
                 state["starttime"] = st[1] if st else 0
                 cdir.save()
+                failpoint("restore:notified")
         resp = C.call(self.criu, {"type": rpc.RESTORE, "opts": opts},
                       on_notify=on_notify, what="restore", worker=self.worker)
         if not resp.get("success"):
             raise C.failure(resp, "restore", os.path.join(work_path, "restore.log"))
+        failpoint("restore:restored")
         pid = self.pid = (resp.get("restore") or {}).get("pid") or self.pid
         if frozen:
             mgr.freeze(True)
@@ -542,6 +581,7 @@ class Restore:
         if prog is not None:
             state["exec"]["process"]["seccomp"] = prog
         cdir.save()
+        failpoint("restore:saved")
         if pid_file:
             write_atomic(os.path.abspath(pid_file), str(pid))
 

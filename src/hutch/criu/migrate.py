@@ -325,7 +325,7 @@ def migrate(root, cid, dest, shared_storage=False, tcp_established=False,
         from ..cgroups.manager import Manager
         from .container import checkpoint
         mgr = Manager.from_state(d["cgroup"])
-        guard = _Guard(mgr)
+        guard = C.ThawGuard(mgr)
         work = os.path.join(cdir.path, "migrate-images")
         _rm(work)
         worker = C.Swrk(criu)       # CRIU's start-up is not part of the downtime
@@ -423,7 +423,7 @@ def _migrate_lazy(root, cid, conn, rootfs, before, shared_storage, tcp_establish
     src_ip = conn.sock.getsockname()[0]
     port = _free_port(src_ip)
     mgr = Manager.from_state(d["cgroup"])
-    guard = _Guard(mgr)
+    guard = C.ThawGuard(mgr)
     work = os.path.join(load(root, cid, lock=False).path, "migrate-images")
     _rm(work)
     r, w = os.pipe()
@@ -506,66 +506,6 @@ def _rm(path):
     from ..state import rmtree
     if os.path.lexists(path):
         rmtree(path)
-
-
-class _Guard:
-    """A process that thaws the container if `hutch migrate` dies while it is
-    frozen (SIGKILL included): it waits on a pipe; EOF without "done" means thaw.
-    If a CRIU dump is under way it first lets CRIU finish or fail on its own
-    (killing CRIU mid-dump could leave its parasite code in the container's
-    processes), since CRIU puts the freezer back as it found it."""
-
-    def __init__(self, mgr):
-        r, w = os.pipe()
-        pid = os.fork()
-        if pid == 0:
-            try:
-                os.setsid()
-                # only the pipe: the migration's socket must close when it dies
-                os.closerange(3, r)
-                os.closerange(r + 1, 65536)
-                got = b""
-                while True:
-                    chunk = os.read(r, 64)
-                    if not chunk:
-                        break
-                    got += chunk
-                if b"done" not in got:
-                    for word in got.split():
-                        if word.startswith(b"criu="):
-                            _wait_pid(int(word[5:]), 300.0)
-                    try:
-                        mgr.freeze(False)
-                    except Exception:   # noqa: BLE001 - nothing to report to
-                        pass
-            finally:
-                os._exit(0)
-        os.close(r)
-        self.w, self.pid, self.mgr = w, pid, mgr
-
-    def watch(self, criu_pid):
-        if self.w >= 0:
-            os.write(self.w, f" criu={criu_pid} ".encode())
-
-    def disarm(self):
-        if self.w >= 0:
-            os.write(self.w, b"done")
-
-    def thaw_now(self):
-        try:
-            self.mgr.freeze(False)
-        except HutchError:
-            pass
-        self.disarm()
-
-    def close(self):
-        if self.w >= 0:
-            os.close(self.w)
-            self.w = -1
-            try:
-                os.waitpid(self.pid, 0)
-            except ChildProcessError:
-                pass
 
 
 # --- the destination --------------------------------------------------------------------
@@ -678,7 +618,7 @@ def _serve_one(root, conn, host, bundle_dir, cgroup_parent, criu, log):
         if hello.get("lazy"):
             lazy = _lazy_daemon(criu, images, *msg["page_server"])
         else:
-            _wait_pid(ps_pid)
+            C.wait_pid(ps_pid)
             ps_pid = 0
         page_bytes = sum(os.path.getsize(os.path.join(images, n))
                          for n in os.listdir(images) if n.startswith("pages-"))
@@ -832,21 +772,6 @@ def _page_server_pid(images):
         except OSError:
             continue
     return 0
-
-
-def _wait_pid(pid, timeout=60.0):
-    """The page server is CRIU's daemon, not our child: wait until it is gone."""
-    if not pid:
-        return
-    try:
-        fd = os.pidfd_open(pid)
-    except ProcessLookupError:
-        return
-    try:
-        import select
-        select.select([fd], [], [], timeout)
-    finally:
-        os.close(fd)
 
 
 def _thaw(root, cid):

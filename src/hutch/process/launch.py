@@ -10,7 +10,7 @@ import os
 import _signal as signal
 
 from . import channel
-from ..errors import HutchError
+from ..errors import HutchError, failpoint
 from ..linux import kernel as K
 from ..linux.kernel import kernel
 
@@ -54,6 +54,7 @@ def spawn(plan, h, on_pid, hooks_state):
                 on_pid(c2)
                 channel.send(psock, {"t": "go", "pid": c2})
             elif t == "hooks":
+                failpoint("create:rootfs")
                 state = hooks_state(c2)
                 hooks.run_hooks(plan["hooks"], "prestart", state)
                 hooks.run_hooks(plan["hooks"], "createRuntime", state)
