@@ -142,13 +142,12 @@ class ContainerDir:
         from . import jsonlite
         if data is not None:
             self.data = data
-        tmp = os.path.join(self.path, f".{STATE_FILE}.tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         try:
-            os.write(fd, jsonlite.dumps(self.data, compact=True).encode())
-        finally:
-            os.close(fd)
-        os.replace(tmp, os.path.join(self.path, STATE_FILE))
+            write_atomic(os.path.join(self.path, STATE_FILE),
+                         jsonlite.dumps(self.data, compact=True), 0o600)
+        except OSError as e:
+            raise HutchError(f"write the state of container {self.id} in {self.path}: "
+                             f"{e.strerror}", e.errno) from None
 
     @property
     def fifo(self):
@@ -188,14 +187,27 @@ class ContainerDir:
 
 
 def write_atomic(path, text, mode=0o644):
+    """Writes ``text`` to a temporary file beside ``path``, then renames it over
+    ``path``: a reader sees the old file or the whole new one.  A failed write
+    (a full filesystem) leaves no temporary file behind."""
     d, b = os.path.split(path)
     tmp = os.path.join(d or ".", f".{b}.hutch-tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
-        os.write(fd, text.encode())
-    finally:
+        data = text.encode()
+        while data:
+            data = data[os.write(fd, data):]
         os.close(fd)
-    os.replace(tmp, path)
+        fd = -1
+        os.replace(tmp, path)
+    except BaseException:
+        if fd >= 0:
+            os.close(fd)
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
 
 
 def list_ids(root):

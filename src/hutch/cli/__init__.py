@@ -116,6 +116,7 @@ def main(argv=None):
     from .. import log
     if argv is None:
         argv = sys.argv[1:]
+    rest = []
     try:
         opts, rest = args.parse(argv, GLOBAL, "hutch", stop_at_positional=True)
         g = Globals(opts)
@@ -151,6 +152,11 @@ def main(argv=None):
         return mod.run(g, rest[1:]) or 0
     except HutchError as e:
         log.error(str(e))
+        return 1
+    except OSError as e:
+        # a system call hutch did not expect to fail (a full disk, no fds left):
+        # still one line, with the errno, never a traceback
+        log.error(str(HutchError.from_os(rest[0] if rest else "hutch", e)))
         return 1
     except KeyboardInterrupt:
         return 130

@@ -91,7 +91,12 @@ def fork_and_report(sock, fn, *args):
     """Forks a child that runs ``fn(*args)`` (its errors go to the parent as one
     line), reports the child's pid, and exits: how stage1 and the exec helper
     hand over to a child in the new pid namespace."""
-    pid = os.fork()
+    try:
+        pid = os.fork()
+    except BlockingIOError as e:
+        raise HutchError(f"fork the container's first process: {e.strerror} (a pids "
+                         "limit of its cgroup or of a parent cgroup, or RLIMIT_NPROC, "
+                         "is reached)", e.errno) from None
     if pid == 0:
         try:
             fn(*args)

@@ -101,14 +101,30 @@ def _close_plan_fds(plan):
 
 
 def _exit_text(c1, c2):
-    for pid in (c1, c2):
-        if pid:
-            try:
-                _, status = os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                continue
-            if status:
-                code = os.waitstatus_to_exitcode(status)
-                return f" (exit status {code})" if code >= 0 else \
-                    f" (killed by signal {-code})"
+    """Why the fork chain closed its channel without a word: the init's (or
+    stage1's) exit status.  The channel's EOF means both have closed it, so the
+    init is gone or going: wait for it (never long)."""
+    import select
+    for pid in (c2, c1):
+        if not pid:
+            continue
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            continue
+        try:
+            select.select([fd], [], [], 2.0)
+            _, status = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        finally:
+            os.close(fd)
+        if status:
+            code = os.waitstatus_to_exitcode(status)
+            if code >= 0:
+                return f" (exit status {code})"
+            if -code == signal.SIGKILL:
+                return (" (killed by SIGKILL: if a memory limit applies to its cgroup "
+                        "or a parent cgroup, the OOM killer)")
+            return f" (killed by signal {-code})"
     return ""
