@@ -218,3 +218,49 @@ def test_a_killed_migration_leaves_the_source_running(bundle, hosts, memhog, whe
     assert not os.path.isdir(h["root_b"]) or \
         [e for e in os.listdir(h["root_b"]) if not e.startswith(".")] == []
     assert not glob.glob(f"/sys/fs/cgroup/*{h['cg_b']}")
+
+
+def _fds_rss(pid):
+    with open(f"/proc/{pid}/status") as f:
+        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+    return len(os.listdir(f"/proc/{pid}/fd")), rss
+
+
+def test_a_serving_receiver_does_not_grow(bundle, hosts):
+    """`hutch receive --serve` takes migration after migration: its fds stay
+    the same and its memory does not creep.  HUTCH_RECEIVE_SOAK sets how many
+    (bench/soak.sh runs as many as its cycles)."""
+    h = hosts
+    log = open(os.path.join(os.path.dirname(h["root_b"]), "receiver.log"), "w")
+    recv = subprocess.Popen(_in(h["b"], *RUNTIME, "--root", h["root_b"], "receive",
+                                "--serve", "--listen", f"{B_IP}:{h['port']}",
+                                "--bundle-dir", h["bundles_b"], "--cgroup-parent",
+                                h["cg_b"]), stdout=log, stderr=log,
+                            stdin=subprocess.DEVNULL)
+    try:
+        _wait_listening(h)
+        # nsenter execs the runtime: the receiver is recv.pid itself
+        samples = []
+        n = int(os.environ.get("HUTCH_RECEIVE_SOAK", "24"))
+        for i in range(n):
+            cid, _ = _start(bundle, h, ["sleep", "1000"])
+            p = subprocess.run(_in(h["a"], *RUNTIME, "--root", h["root_a"], "migrate",
+                                   cid, f"{B_IP}:{h['port']}"), capture_output=True,
+                               text=True, timeout=120, stdin=subprocess.DEVNULL)
+            assert p.returncode == 0, p.stderr
+            assert _state(h["root_b"], cid)["status"] == "running"
+            d = subprocess.run(RUNTIME + ["--root", h["root_b"], "delete", "-f", cid])
+            assert d.returncode == 0
+            shutil.rmtree(os.path.join(h["bundles_b"], cid))
+            if i >= 3:      # after the first few: imports and caches are in place
+                samples.append(_fds_rss(recv.pid))
+        assert recv.poll() is None
+    finally:
+        recv.kill()
+        recv.wait()
+    print(f"\nreceive --serve: {n} migrations; after the 4th: {samples[0][0]} fds, "
+          f"{samples[0][1]} KiB RSS; after the last: {samples[-1][0]} fds, "
+          f"{samples[-1][1]} KiB RSS")
+    fds = {s[0] for s in samples}
+    assert len(fds) == 1, samples
+    assert samples[-1][1] - samples[0][1] < 2048, samples     # KiB
