@@ -155,10 +155,15 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
                  "no delegated cgroup tree, so limits, pause, update and stats are "
                  "unavailable")
             try:
-                mgr.destroy()
+                mgr.destroy_created()
             except HutchError:
                 pass
             mgr = None
+        if mgr is not None and mgr.is_frozen():
+            # an init put in a frozen cgroup would wait there forever (runc's words)
+            raise HutchError("container's cgroup unexpectedly frozen: thaw "
+                             f"{mgr.paths.get('freezer') or mgr.paths.get('unified')} "
+                             "(or its parent) first", 16)
         state["cgroup"] = mgr.to_state() if mgr else None
         cdir.save()
         failpoint("create:cgroups")
@@ -175,7 +180,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         failpoint("create:helper")
         validate(cfg)
         if mgr is not None:
-            mgr.apply(cfg.resources, device_nodes=cfg.devices)
+            mgr.apply(cfg.resources)
         failpoint("create:resources")
         nlisten = listen_fds()
         prog = None
@@ -247,7 +252,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         cdir.save()
         failpoint("create:saved")
         if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(pid))
+            try:
+                write_atomic(os.path.abspath(pid_file), str(pid))
+            except OSError as e:
+                raise HutchError(f"write the pid file {pid_file}: {e.strerror}",
+                                 e.errno) from None
         failpoint("create:done")
     except BaseException:
         if h is not None:
@@ -270,12 +279,12 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
 
 def undo(pid, starttime, mgr):
     """Rolls back a create or restore that failed part-way: the init (if any) and
-    the cgroups go; the caller removes the state directory."""
+    the cgroups it made go; the caller removes the state directory."""
     if pid:
         _kill_wait(pid, starttime)
     if mgr is not None:
         try:
-            mgr.destroy()
+            mgr.destroy_created()
         except HutchError:
             pass
 
@@ -557,7 +566,9 @@ def pids(root, cid):
     cdir = load(root, cid)
     with cdir:
         d = cdir.data
-        if not d.get("cgroup") and cdir.status() != "stopped":
+        if cdir.status() == "stopped":
+            return []       # as runc: a stopped container has no processes
+        if not d.get("cgroup"):
             return _pidns_members(d["pid"])
         mgr, _ = _running_manager(cdir, "list the processes of")
         return mgr.pids()
@@ -613,7 +624,7 @@ def events(root, cid, interval, emit, stats_every=True):
     while True:
         n = S.oom_kills(paths)
         if n > ooms:
-            emit({"type": "oom", "id": cid, "data": {}})
+            emit({"type": "oom", "id": cid})      # runc's shape: no empty data
             ooms = n
         if cdir.status() == "stopped":
             return

@@ -80,10 +80,12 @@ def run_hook(hook, state_json, kind, index):
             os.close(pidfd)
     code = os.waitstatus_to_exitcode(status)
     if code != 0:
-        how = f"exit status {code}" if code > 0 else f"killed by signal {-code}"
+        # runc's words: "error running hook #N: exit status 1", "signal: killed"
+        how = f"exit status {code}" if code > 0 else \
+            f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
         text = out.decode(errors="replace").strip().replace("\n", " ")
-        raise HutchError(f"{kind} hook #{index} ({hook['path']}) failed: {how}"
-                         + (f": {text}" if text else ""))
+        raise HutchError(f"error running {kind} hook #{index} ({hook['path']}): {how}"
+                         + (f", output: {text}" if text else ""))
 
 
 def close_fds_from(first):

@@ -42,8 +42,9 @@ def emit(level, msg):
                 os.close(fd)
         except OSError:
             pass
-    if level in ("error", "warning") or _cfg["debug"]:
-        if _cfg["format"] == "json" and not path:
+    if level in ("error", "warning") or (_cfg["debug"] and not path):
+        if (_cfg["format"] == "json" or level == "debug") and not path:
+            # debug lines as runc (logrus) writes them: time=... level=debug msg=...
             sys.stderr.write(_line(level, msg))
         else:
             sys.stderr.write(f"{'hutch: ' if level == 'error' else level + ': '}{msg}\n")

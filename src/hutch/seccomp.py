@@ -148,6 +148,11 @@ def parse(sec, where="config.json: linux.seccomp"):
         aname = r.str(c, "action", p, required=True)
         action = _action(r, aname, r.uint(c, "errnoRet", p, hi=0xFFFF), p, EPERM)
         notify |= aname == "SCMP_ACT_NOTIFY"
+        if aname == "SCMP_ACT_NOTIFY" and "write" in names:
+            # the init writes to exec.fifo and its error pipe under the filter:
+            # it would wait for an agent that waits for it (runc refuses too)
+            raise r.err(p + "names", "SCMP_ACT_NOTIFY cannot be used for the write "
+                        "syscall")
         args = c.get("args")
         args = [] if args is None else args
         if not isinstance(args, list):
@@ -219,7 +224,8 @@ def _cache_key(sec):
         h = hashlib.sha256()
     lib = _libseccomp()
     ver = _lib_version(lib)
-    h.update(f"{ver}\0{os.uname().machine}\0".encode())
+    # the program's own layout version: 2 has the -ENOSYS stub
+    h.update(f"{ver}\0{os.uname().machine}\0layout 2\0".encode())
     h.update(jsonlite.dumps(sec, compact=True).encode())
     return h.hexdigest()
 
@@ -271,7 +277,10 @@ def _build(default, arches, rules, where):
         class Cmp(ctypes.Structure):
             _fields_ = [("arg", ctypes.c_uint), ("op", ctypes.c_int),
                         ("datum_a", ctypes.c_uint64), ("datum_b", ctypes.c_uint64)]
+        top = -1       # the newest syscall the profile names (native numbers)
         for i, (action, names, conds) in enumerate(rules):
+            for name in names:
+                top = max(top, lib.seccomp_syscall_resolve_name(name.encode()))
             if action == default:
                 continue
             by_index = [c[0] for c in conds]
@@ -299,7 +308,36 @@ def _build(default, arches, rules, where):
             os.close(fd)
     finally:
         lib.seccomp_release(ctx)
+    if default != ACTIONS["SCMP_ACT_ALLOW"] and top >= 0:
+        bpf = enosys_stub(top) + bpf
     return bpf
+
+
+# the native architecture's audit token (a syscall from it carries it in
+# seccomp_data.arch); x32 calls come as x86_64 with this bit set in their number
+_AUDIT_ARCH = {"x86_64": 0xC000003E, "aarch64": 0xC00000B7}
+_X32_BIT = 0x40000000
+
+
+def enosys_stub(top):
+    """BPF put before the profile's program: a native syscall newer than any the
+    profile names gets -ENOSYS instead of the default action.  A program (glibc,
+    Go) then falls back to an older call, as it would on an older kernel: a
+    profile written before clone3 or openat2 existed must not make them fail
+    with EPERM.  runc does the same.  Empty where the architecture is unknown."""
+    import struct
+    arch = _AUDIT_ARCH.get(os.uname().machine)
+    if arch is None:
+        return b""
+    ins = [
+        (0x20, 0, 0, 4),                        # ld  [4]          arch
+        (0x15, 0, 4, arch),                     # jeq native ? : -> program
+        (0x20, 0, 0, 0),                        # ld  [0]          nr
+        (0x45, 2, 0, _X32_BIT),                 # jset x32 -> program
+        (0x25, 0, 1, top),                      # jgt top ? enosys : program
+        (0x06, 0, 0, 0x00050000 | 38),          # ret ERRNO(ENOSYS)
+    ]
+    return b"".join(struct.pack("HBBI", *i) for i in ins)
 
 
 def _arch_name(a):
@@ -348,7 +386,12 @@ def send_to_listener(path, fd, pid, state, metadata):
                           "state": state}, compact=True).encode()
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        s.connect(path)
+        try:
+            s.connect(path)
+        except OSError as e:
+            raise HutchError(f"failed to connect with seccomp agent specified in the "
+                             f"seccomp profile: listenerPath {path}: {e.strerror}",
+                             e.errno) from None
         s.sendmsg([msg], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, pack_fds([fd]))])
     except OSError as e:
         raise HutchError(f"send the seccomp notify fd to listenerPath {path}: "

@@ -215,9 +215,10 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
     exit code (0 right away with ``detach``).  ``cdir``: the container's loaded
     state directory, when the caller has it already (locked or not).
 
-    The container's lock is held until the process has been exec'd (or has
-    failed), so that exec is serialised with every other verb on the container,
-    and released before a foreground exec waits for its process."""
+    The container's lock is held until the helper that enters the container has
+    its plan and the init's pidfd, so that exec is serialised with every other
+    verb on the container, and released before anything that can wait (a
+    process that waits frozen with --ignore-paused, a foreground exec)."""
     from .container import _pidfd, load
     if cdir is None:
         cdir = load(root, cid)
@@ -274,8 +275,8 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
               console_socket=None, strict=True, notify_state=None, started=None,
               keep_from=()):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
-    ``detach``, waits for it.  ``started()`` is called once the program has been
-    exec'd (exec releases the container's lock there); ``keep_from``: fds a
+    ``detach``, waits for it.  ``started()`` is called once the helper has the
+    plan (exec releases the container's lock there); ``keep_from``: fds a
     newly started helper must not inherit (that lock)."""
     from .container import _connect
     from .linux import exeguard
@@ -308,6 +309,8 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:
+        from .log import debug
+        debug(f"nsexec container setup: the exec helper is pid {hpid}")
         try:
             _join_cgroups(cgroup_paths, hpid)
             failpoint("exec:helper")
@@ -316,6 +319,11 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
             os.close(pidfd)
             if csock >= 0:
                 os.close(csock)
+        if started is not None:
+            # the helper holds the pidfd and is in the cgroups: from here on a
+            # concurrent verb cannot make it enter anything else, and the wait
+            # for the program may be long (--ignore-paused waits for resume)
+            started()
         failpoint("exec:sent")
         msg = channel.recv(sock)
         os.waitpid(hpid, 0)
@@ -325,6 +333,7 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         if msg["t"] == "error":
             raise HutchError(msg["msg"], msg.get("errno"))
         child = msg["pid"]
+        debug(f"child process in init(): the exec'd process is pid {child}")
         failpoint("exec:pid")
         msg = channel.recv(sock)      # EOF: the program was exec'd
         if msg is not None and msg.get("t") == "seccomp":
@@ -332,12 +341,15 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
             msg = channel.recv(sock)
         if msg is not None and msg.get("t") == "error":
             raise HutchError(msg["msg"], msg.get("errno"))
+        debug("setns_init: about to exec: the program runs")
         failpoint("exec:started")
         if pid_file:
             from .state import write_atomic
-            write_atomic(os.path.abspath(pid_file), str(child))
-        if started is not None:
-            started()
+            try:
+                write_atomic(os.path.abspath(pid_file), str(child))
+            except OSError as e:
+                raise HutchError(f"write the pid file {pid_file}: {e.strerror}",
+                                 e.errno) from None
     except BaseException:
         import _signal as signal
         for pid in (hpid, child):

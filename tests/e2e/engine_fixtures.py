@@ -189,21 +189,28 @@ def _teardown(e, before):
     # containerd's per-namespace one, which runc leaves behind), if the session made them
     for d in _cgroup_dirs("libpod_parent") + _cgroup_dirs("hutch-e2e"):
         if d not in before:
-            for sub in sorted(os.listdir(d)):
-                if os.path.isdir(os.path.join(d, sub)):
-                    try:
-                        os.rmdir(os.path.join(d, sub))
-                    except OSError:
-                        pass
-            try:
-                os.rmdir(d)
-            except OSError:
-                pass
+            _rmdirs(d)
+    # conmon makes its cgroup in every controller the kernel lists, mounted or
+    # not: on this host that is plain directories on /sys/fs/cgroup's tmpfs
+    # (hugetlb, net_cls, net_prio, perf_event); those the session made go too
+    for h in os.listdir("/sys/fs/cgroup"):
+        p = os.path.join("/sys/fs/cgroup", h)
+        if p not in before and not os.path.ismount(p) and os.path.isdir(p):
+            _rmdirs(p)
     with open("/proc/self/mountinfo") as f:
         stale = [line.split()[4] for line in f if e.work in line]
     for m in sorted(stale, key=len, reverse=True):
         subprocess.run(["umount", "-l", m])
     shutil.rmtree(e.work, ignore_errors=True)
+
+
+def _rmdirs(top):
+    """Removes a cgroup directory and every one below it, deepest first."""
+    for dirpath, _dirs, _files in os.walk(top, topdown=False):
+        try:
+            os.rmdir(dirpath)
+        except OSError:
+            pass
 
 
 def _cgroup_dirs(name):
@@ -224,7 +231,8 @@ def engines():
         pytest.fail("the e2e tier needs netavark (Podman's network backend): ./setup.sh "
                     "installs it")
     before = {p for p in HOST_PATHS if os.path.exists(p)} | set(_cgroup_dirs(
-        "libpod_parent"))
+        "libpod_parent")) | {os.path.join("/sys/fs/cgroup", h)
+                             for h in os.listdir("/sys/fs/cgroup")}
     e = Engines(tempfile.mkdtemp(prefix="hutch-e2e-"))
     os.chmod(e.work, 0o755)
     try:

@@ -84,13 +84,34 @@ def test_unlimited_values():
     ({"network": {"classID": 5}}, "net_cls controller is not available"),
     ({"hugepageLimits": [{"pageSize": "2MB", "limit": 1 << 21}]}, "hugetlb controller"),
     ({"memory": {"kernel": 1 << 20}}, "kernel memory limits were removed"),
-    ({"unified": {"memory.high": "1"}}, "no cgroup v2 hierarchy"),
-    ({"unified": {"../x": "1"}}, "not a cgroup file name"),
+    ({"unified": {"memory.high": "1"}}, "^invalid configuration: .*hybrid"),
     ({"bogus": {}}, "unknown resource"),
 ])
 def test_missing_controllers_and_bad_values_are_refused(res, msg):
     with pytest.raises(HutchError, match=msg):
         R.plan(res, V1, None)
+
+
+@pytest.mark.parametrize("res, msg", [
+    ({"unified": {"memory.high": "1"}}, "no cgroup v2 hierarchy"),
+    ({"unified": {"../x": "1"}}, "not a cgroup file name"),
+])
+def test_unified_refusals_without_v1(res, msg):
+    with pytest.raises(HutchError, match=msg):
+        R.plan(res, set(), None)
+
+
+def test_resources_are_read_as_runc_reads_them():
+    """Keys in any case, a repeated section merged, unknown keys ignored."""
+    got = R.normalise({"CPU": {"Cpus": "0", "Mems": "0"}, "cpu": {"shares": 2},
+                       "Memory": {"LIMIT": 1 << 20, "whatever": 1}, "bogus": {},
+                       "unified": {"Memory.High": "1"},
+                       "BlockIO": {"WeightDevice": [{"Major": 8, "minor": 0,
+                                                     "Weight": 10}]}})
+    assert got == {"cpu": {"cpus": "0", "mems": "0", "shares": 2},
+                   "memory": {"limit": 1 << 20}, "unified": {"Memory.High": "1"},
+                   "blockIO": {"weightDevice": [{"major": 8, "minor": 0,
+                                                 "weight": 10}]}}
 
 
 def test_zero_or_default_values_need_no_controller():

@@ -94,11 +94,11 @@ class Manager:
                     self.mountpoints["unified"] = h.mountpoint
         return self.mountpoints.get("unified") or "/sys/fs/cgroup"
 
-    def apply(self, resources, update=False, device_nodes=()):
+    def apply(self, resources, update=False):
         """Applies linux.resources (all of it: see :mod:`hutch.cgroups.resources`).
-        With ``update``, only the values given are changed.  ``device_nodes`` are
-        the config's linux.devices (path, type, major, minor, ...): the container
-        may use them, as runc allows."""
+        With ``update``, only the values given are changed.  The nodes of
+        linux.devices are not allowed by that alone: as with runc, only
+        resources.devices (and the defaults) decide what may be opened."""
         resources = resources or {}
         from .resources import plan
         writes = plan(resources, self.v1_controllers(), self.v2_controllers())
@@ -113,10 +113,6 @@ class Manager:
         if update and not devices:
             return
         devices = list(devices or [])
-        for _path, t, major, minor, *_ in device_nodes:
-            if t in ("c", "b", "u"):
-                devices.append({"allow": True, "type": "c" if t == "u" else t,
-                                "major": major, "minor": minor, "access": "rwm"})
         if not isinstance(devices, list):
             raise HutchError("linux.resources.devices: expected a list", 22)
         dev = [p for k, p in self.paths.items() if "devices" in k.split(",")]
@@ -333,6 +329,13 @@ class Manager:
                 pass    # shared parent still used by another container
         if errors:
             raise HutchError("remove cgroup: " + "; ".join(errors))
+
+    def destroy_created(self):
+        """A failed create's undo: only the directories this create made go, and
+        only what is in them is killed.  A cgroup that was there before (made by
+        an engine, or by a test) and whatever else runs in it are left alone."""
+        mine = {k: p for k, p in self.paths.items() if p in self.created}
+        Manager(mine, self.created, self.layout, self.mountpoints).destroy()
 
     def _rmdir_tree(self, path, errors, quick=False):
         try:

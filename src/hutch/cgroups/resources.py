@@ -284,6 +284,11 @@ class Planner:
             self.w("rdma", ver, "rdma.max", f"{dev} {' '.join(parts)}", "rdma")
 
     def unified(self, u):
+        if u and self.v1:
+            # runc's refusal and words: unified is for hosts on cgroup v2 alone
+            raise HutchError("invalid configuration: linux.resources.unified cannot "
+                             "be used on a host with cgroup v1 hierarchies (this one "
+                             "is hybrid); it needs cgroup v2 alone", EINVAL)
         for key, val in (u or {}).items():
             if "/" in key or key.startswith(".") or not key:
                 raise HutchError(f"linux.resources.unified: {key!r} is not a cgroup file "
@@ -324,6 +329,36 @@ _SCHEMA = {
     "devices": [{"allow": bool, "type": str, "major": I64, "minor": I64,
                  "access": str}],
 }
+
+
+def normalise(resources):
+    """linux.resources as runc reads it (Go's JSON decoder): keys match the
+    spec's names whatever their case ("CPU" is cpu), a repeated key merges into
+    the first, and unknown keys are ignored.  unified and rdma keep their keys
+    (cgroup file and device names)."""
+    if not isinstance(resources, dict):
+        return resources
+    top = {k: _SCHEMA.get(k, "keep") for k in KNOWN}
+    return _fold(resources, top)
+
+
+def _fold(v, schema):
+    if isinstance(schema, dict) and isinstance(v, dict):
+        names = {k.lower(): k for k in schema}
+        out = {}
+        for key, val in v.items():
+            name = names.get(key.lower()) if isinstance(key, str) else None
+            if name is None:
+                continue        # runc ignores what it does not know
+            val = _fold(val, schema[name])
+            if isinstance(out.get(name), dict) and isinstance(val, dict):
+                out[name] = dict(out[name], **val)
+            else:
+                out[name] = val
+        return out
+    if isinstance(schema, list) and isinstance(v, list):
+        return [_fold(item, schema[0]) for item in v]
+    return v
 
 
 def validate(resources, where="linux.resources"):

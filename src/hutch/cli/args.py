@@ -70,8 +70,10 @@ def failing_with_255(verb, fn, g, argv):
         return fn(g, argv)
     except Usage:
         raise
-    except HutchError as e:
+    except (HutchError, OSError) as e:
         from .. import log
+        if isinstance(e, OSError):
+            e = HutchError.from_os(verb, e)
         log.error(f"{verb} failed: {e}")
         return 255
 

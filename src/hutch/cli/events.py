@@ -43,12 +43,13 @@ def run(g, argv):
     o, pos = args.parse(argv, SPEC, "events")
     cid = args.one_id(pos, "events")
     if o["stats"]:
-        sys.stdout.write(jsonlite.dumps(container.stats(g.root, cid)) + "\n")
+        sys.stdout.write(jsonlite.dumps(container.stats(g.root, cid), compact=True) +
+                         "\n")
         return 0
     interval = parse_duration(o["interval"] or "5s")
 
     def emit(ev):
-        sys.stdout.write(jsonlite.dumps(ev) + "\n")
+        sys.stdout.write(jsonlite.dumps(ev, compact=True) + "\n")
         sys.stdout.flush()
     container.events(g.root, cid, interval, emit, stats_every=interval > 0)
     return 0

@@ -32,7 +32,7 @@ def parse_signal(s):
         for base, sign in (("RTMIN+", 1), ("RTMAX-", -1)):
             if name.startswith(base) and name[6:].isdigit():
                 n = _NAMES[base[:5]] + sign * int(name[6:])
-    if n is None or not 0 < n <= 64:
+    if n is None or not 0 <= n <= 64:     # 0: does the init still exist?
         raise HutchError(f"unknown signal {s!r}", 22)
     return n
 

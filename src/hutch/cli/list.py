@@ -21,15 +21,26 @@ def run(g, argv):
     if o["quiet"]:
         sys.stdout.write("".join(i["id"] + "\n" for i in items))
     elif fmt == "json":
+        # runc's shape and key order, compact; no containers is null, as in runc
         from .. import jsonlite
-        sys.stdout.write(jsonlite.dumps(items) + "\n")
+        out = []
+        for i in items:
+            e = {"ociVersion": i.get("ociVersion", ""), "id": i["id"],
+                 "pid": i.get("pid", 0), "status": i["status"], "bundle": i["bundle"],
+                 "rootfs": i["rootfs"], "created": i["created"]}
+            if i.get("annotations"):
+                e["annotations"] = i["annotations"]
+            e["owner"] = i["owner"] or "root"
+            out.append(e)
+        sys.stdout.write((jsonlite.dumps(out, compact=True) if out else "null") + "\n")
     else:
         rows = [("ID", "PID", "STATUS", "BUNDLE", "CREATED", "OWNER")]
         for i in items:
             rows.append((i["id"], str(i.get("pid", 0)), i["status"], i["bundle"],
                          i["created"], i["owner"] or "root"))
-        widths = [max(len(r[c]) for r in rows) for c in range(6)]
+        # runc's tabwriter: columns at least 12 wide, 3 spaces of padding
+        widths = [max(12, max(len(r[c]) for r in rows) + 3) for c in range(6)]
         for r in rows:
-            sys.stdout.write("   ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
+            sys.stdout.write("".join(v.ljust(w) for v, w in zip(r, widths)).rstrip()
                              + "\n")
     return 0

@@ -22,7 +22,9 @@ def run(g, argv):
         raise args.Usage(f"invalid format option {fmt!r} (table or json)")
     pids = container.pids(g.root, pos[0])
     if fmt == "json":
-        sys.stdout.write(jsonlite.dumps(pids) + "\n")
+        # runc's encoding: compact, and null for none
+        sys.stdout.write((jsonlite.dumps(pids, compact=True) if pids else "null") +
+                         "\n")
         return 0
     import subprocess
     try:

@@ -87,6 +87,8 @@ def run(g, argv):
             raise HutchError(f"update: the resources are not valid JSON: {e}", 22) from None
         if not isinstance(res, dict):
             raise HutchError("update: the resources must be a JSON object", 22)
+        from ..cgroups.resources import normalise
+        res = normalise(res)
     for flag, (section, key, kind) in FLAGS.items():
         val = o[flag[2:]]
         if val is None:

@@ -454,7 +454,7 @@ class Restore:
         self.state["cgroup"] = mgr.to_state()
         cdir.save(self.state)
         mgr.create()
-        mgr.apply(cfg.resources, device_nodes=cfg.devices)
+        mgr.apply(cfg.resources)
         if self.cg_mode == "ignore":
             # CRIU leaves the restored tasks in its own cgroups: make them these
             # (in every other mode CRIU moves each task into the cgroups of the

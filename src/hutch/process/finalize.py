@@ -298,8 +298,30 @@ def cloexec_from(k, first):
                 pass
 
 
-def exec_process(k, proc, exe, env, keep_fds, procfd=None):
-    """``procfd``: the host's procfs, needed only when an LSM label is set."""
+def give_stdio_to(uid):
+    """Makes the process's stdio (its terminal above all) owned by its user, as
+    runc does, so that a non-root user can use its console; the group stays
+    (devpts gives tty).  /dev/null is left alone, and so is what the kernel
+    refuses (an unmapped owner, a read-only /dev)."""
+    for fd in (0, 1, 2):
+        try:
+            st = os.fstat(fd)
+            if st.st_rdev == _DEV_NULL or st.st_uid == uid:
+                continue
+            os.fchown(fd, uid, st.st_gid)
+        except OSError as e:
+            if e.errno not in (errno.EBADF, errno.EINVAL, errno.EPERM, errno.EROFS):
+                raise
+
+
+_DEV_NULL = os.makedev(1, 3)
+
+
+def exec_process(k, proc, exe, env, keep_fds, procfd=None, last=None):
+    """``procfd``: the host's procfs, needed only when an LSM label is set.
+    ``last()`` runs once the process is confined as it will be (credentials,
+    capabilities, seccomp filter), right before execve: the startContainer
+    hooks, which run under the container's filter as with runc."""
     from .. import capabilities as C
     caps = proc["capabilities"]
     reset_signals()
@@ -327,6 +349,7 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
         sec = None
     if caps is not None:
         C.drop_bounding(k, C.mask(caps.get("bounding", ())))
+    give_stdio_to(proc["uid"])
     try:
         os.setgroups(proc["additional_gids"])
     except PermissionError:
@@ -356,4 +379,6 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None):
     if sec:
         from .. import seccomp
         seccomp.load(k, sec)      # as late as possible: right before execve
+    if last is not None:
+        last()
     os.execve(exe, proc["args"], env_dict(env))

@@ -5,9 +5,9 @@ stage1 (first child): joins namespaces given by path, creates the user namespace
 exits.  The init is pid 1 of a new pid namespace.
 
 stage2 (the init): builds the rootfs, runs createContainer hooks, pivots, reports
-ready, then blocks opening exec.fifo until ``hutch start`` reads it.  Then it runs
-startContainer hooks, takes on the configured credentials and execs the user's
-program.  No hutch code runs in the container after that exec.
+ready, then blocks opening exec.fifo until ``hutch start`` reads it.  Then it takes
+on the configured credentials and seccomp filter, runs the startContainer hooks
+under them (as runc does) and execs the user's program.  No hutch code runs in the container after that exec.
 
 Every module stage2 needs is imported before pivot_root: after it, the host's Python
 library is out of reach.
@@ -199,9 +199,11 @@ def stage2(plan, sock):
         wfd = nfd
     try:
         os.write(wfd, b"\0")
-        hooks.run_hooks(plan["hooks"], "startContainer", state_json(plan, hostpid,
-                                                                    "created"))
-        finalize.exec_process(k, proc, exe, env, plan["keep_fds"], hostproc)
+        started = state_json(plan, hostpid, "created")
+        finalize.exec_process(
+            k, proc, exe, env, plan["keep_fds"], hostproc,
+            last=(lambda: hooks.run_hooks(plan["hooks"], "startContainer", started))
+            if plan["hooks"].get("startContainer") else None)
     except BaseException as e:   # noqa: BLE001 - reported to `hutch start`
         text = str(e) if isinstance(e, HutchError) else \
             HutchError.from_os("start the container process", e).args[0] \

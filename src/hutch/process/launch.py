@@ -24,10 +24,13 @@ def spawn(plan, h, on_pid, hooks_state):
     from .. import hooks
     from . import helper
     from ..linux import exeguard
+    from ..log import debug
     k = kernel()
     k.prctl(K.PR_SET_CHILD_SUBREAPER, 1)
     exeguard.protect_self()
     c1, psock, c2 = h.pid, h.sock, None
+    # the milestones carry runc's words too: tools and tests match on them
+    debug(f"nsexec container setup: the plan goes to stage1 (pid {c1})")
     try:
         try:
             helper.send_plan(h, plan)
@@ -49,6 +52,7 @@ def spawn(plan, h, on_pid, hooks_state):
                 channel.send(psock, {"t": "ok"})
             elif t == "pid":
                 c2 = msg["pid"]
+                debug(f"child process in init(): the container's init is pid {c2}")
                 os.waitpid(c1, 0)
                 c1 = None
                 on_pid(c2)
@@ -71,6 +75,8 @@ def spawn(plan, h, on_pid, hooks_state):
                     os.close(fd)
                 channel.send(psock, {"t": "ok"})
             elif t == "ready":
+                debug("init: closing the pipe to signal completion (the init is "
+                      "ready and waits for start)")
                 return c2
     except BaseException:
         for pid in (c2, c1):

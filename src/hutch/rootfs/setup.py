@@ -92,6 +92,8 @@ class Rootfs:
             elif fstype == "cgroup" or fstype == "cgroup2":
                 self._cgroup(dest, fstype, o, what)
             else:
+                if fstype in ("proc", "sysfs"):
+                    self._ordinary_dir(dest, fstype)
                 tfd = ensure_target(k, self.rootfd, dest, True)
                 try:
                     try:
@@ -103,6 +105,25 @@ class Rootfs:
                     os.close(tfd)
         except OSError as e:
             raise HutchError.from_os(what, e) from None
+
+    def _ordinary_dir(self, dest, fstype):
+        """proc and sysfs go on a real directory only: a symlink there (an image
+        with /proc -> somewhere) would let the mount land where the image says.
+        runc's words."""
+        parent, _, name = dest.rstrip("/").rpartition("/")
+        try:
+            pfd = open_in_root(self.k, self.rootfd, parent or "/")
+        except OSError:
+            return      # made (as directories) by ensure_target
+        try:
+            st = os.stat(name, dir_fd=pfd, follow_symlinks=False)
+        except OSError:
+            return
+        finally:
+            os.close(pfd)
+        if not stat.S_ISDIR(st.st_mode):
+            raise HutchError(f"filesystem {fstype!r} must be mounted on ordinary "
+                             f"directory: {dest} is not one", 20)
 
     def _fallback(self, e, dest, fstype, src, o, tfd, what):
         k = self.k
@@ -242,23 +263,36 @@ class Rootfs:
                 os.unlink(name, dir_fd=pfd)
             if self.userns and t != "p":
                 # mknod is not allowed in a user namespace: bind the host's node
-                fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
-                             os.O_CLOEXEC, 0o600, dir_fd=pfd)
-                os.close(fd)
-                tfd = open_in_root(k, self.rootfd, path)
-                try:
-                    o = M.parse_options(["bind"])
-                    os.close(M.bind_mount(k, K.AT_FDCWD, path, o, tfd, f"bind {path}"))
-                finally:
-                    os.close(tfd)
+                self._bind_node(pfd, name, path)
                 return
-            os.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor), dir_fd=pfd)
+            try:
+                os.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor),
+                         dir_fd=pfd)
+            except PermissionError:
+                if t == "p":
+                    raise
+                # the device cgroup does not allow mknod of this node (its rules
+                # are in force before the init starts): bind the host's, as runc
+                # does; whether it may be opened is still the cgroup's decision
+                self._bind_node(pfd, name, path)
+                return
             os.chmod(name, mode & 0o7777, dir_fd=pfd)
             if uid is not None or gid is not None:
                 os.chown(name, uid if uid is not None else -1,
                          gid if gid is not None else -1, dir_fd=pfd, follow_symlinks=False)
         finally:
             os.close(pfd)
+
+    def _bind_node(self, pfd, name, path):
+        fd = os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW |
+                     os.O_CLOEXEC, 0o600, dir_fd=pfd)
+        os.close(fd)
+        tfd = open_in_root(self.k, self.rootfd, path)
+        try:
+            o = M.parse_options(["bind"])
+            os.close(M.bind_mount(self.k, K.AT_FDCWD, path, o, tfd, f"bind {path}"))
+        finally:
+            os.close(tfd)
 
     def console(self, slave_fd):
         """Binds the terminal's slave onto /dev/console."""

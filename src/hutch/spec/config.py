@@ -349,8 +349,8 @@ def parse_config(data, src="config.json", bundle=None):
         c.devices.append((path, t, major, minor, d.int("fileMode", 0, 0o7777),
                           d.int("uid", 0, U32 - 1), d.int("gid", 0, U32 - 1)))
     c.cgroups_path = lin.str("cgroupsPath")
-    c.resources = lin.get("resources", dict)
-    from ..cgroups.resources import validate as validate_resources
+    from ..cgroups.resources import normalise, validate as validate_resources
+    c.resources = normalise(lin.get("resources", dict))
     from ..errors import HutchError
     try:
         validate_resources(c.resources)

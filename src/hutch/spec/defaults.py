@@ -28,6 +28,14 @@ def default_mounts():
     ]
 
 
+def _pure_v2():
+    from ..cgroups import hierarchies, layout
+    try:
+        return layout(hierarchies()) == "v2"
+    except OSError:
+        return False
+
+
 def spec(rootless=False, uid=0, gid=0):
     caps = list(DEFAULT_CAPS)
     cfg = {
@@ -49,8 +57,12 @@ def spec(rootless=False, uid=0, gid=0):
         "mounts": default_mounts(),
         "linux": {
             "resources": {"devices": [{"allow": False, "access": "rwm"}]},
+            # a cgroup namespace only where the host is cgroup v2 alone, as runc
+            # spec does: on v1 and hybrid hosts engines and tools expect the
+            # host's cgroup paths inside (exec's cgroup checks, CRIU's cgroupns)
             "namespaces": [{"type": t} for t in
-                           ("pid", "network", "ipc", "uts", "mount", "cgroup")],
+                           ("pid", "network", "ipc", "uts", "mount") +
+                           (("cgroup",) if _pure_v2() else ())],
             "maskedPaths": list(MASKED),
             "readonlyPaths": list(READONLY),
         },
