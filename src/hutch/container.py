@@ -159,6 +159,13 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             except HutchError:
                 pass
             mgr = None
+        if mgr is not None and not set(mgr.paths.values()) <= set(mgr.created):
+            # a cgroup that was there already (only then is it worth a look)
+            n = len(mgr.pids())
+            if n:
+                from .log import warn
+                warn(f"container's cgroup is not empty: {n} process(es) found; they "
+                     "share its limits, and a delete of this container kills them")
         if mgr is not None and mgr.is_frozen():
             # an init put in a frozen cgroup would wait there forever (runc's words)
             raise HutchError("container's cgroup unexpectedly frozen: thaw "
@@ -415,9 +422,11 @@ def kill(root, cid, sig, all_procs=False):
     with cdir:
         d = cdir.data
         status = cdir.status()
-        if status == "stopped":
+        if status == "stopped" and not (all_procs and d.get("cgroup")):
             raise NotRunning("container not running", 3)
         if all_procs and d.get("cgroup"):
+            # as runc: --all signals whatever is left in the cgroup, even once
+            # the init has gone
             from .cgroups.manager import Manager
             Manager.from_state(d["cgroup"]).kill_all(sig)
             return

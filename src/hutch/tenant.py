@@ -166,18 +166,24 @@ def _exec_info(d):
 # --- cgroups --------------------------------------------------------------------
 def sub_cgroup_paths(paths, specs):
     """The cgroup of each hierarchy for an exec with ``--cgroup [ctrl,...:]path``:
-    a sub-cgroup of the container's, which must exist."""
+    a sub-cgroup of the container's (which must exist: joining it says so), or
+    "/" for the container's own.  runc's phrases."""
     out = dict(paths)
     if not specs:
         return out
     seen = set()
+    known = {c for key in paths for c in key.split(",")}
     for spec in specs:
         ctrls, sep, sub = spec.rpartition(":")
         parts = [p for p in sub.split("/") if p and p != "."]
-        if not parts or ".." in parts:
-            raise HutchError(f"invalid --cgroup {spec!r}: expected [controller[,...]:]"
-                             "path, a path below the container's cgroup", 22)
+        if ".." in parts:
+            raise HutchError(f"invalid --cgroup argument: {sub} is not a sub cgroup "
+                             "path (it must be below the container's cgroup)", 22)
         wanted = ctrls.split(",") if sep else None
+        for c in wanted or ():
+            if c not in known and not (c == "" and "unified" in paths):
+                raise HutchError(f"invalid --cgroup argument: unknown controller {c!r} "
+                                 f"(the container's: {', '.join(sorted(known))})", 22)
         matched = False
         for key, path in paths.items():
             names = set(key.split(",")) | ({"unified"} if key == "unified" else set())
@@ -187,11 +193,7 @@ def sub_cgroup_paths(paths, specs):
                 continue
             matched = True
             seen.add(key)
-            target = os.path.join(path, *parts)
-            if not os.path.isdir(target):
-                raise HutchError(f"--cgroup {spec!r}: {target} does not exist (exec "
-                                 "joins an existing sub-cgroup; create it first)", 2)
-            out[key] = target
+            out[key] = os.path.join(path, *parts)
         if not matched:
             raise HutchError(f"--cgroup {spec!r}: the container has no cgroup with "
                              f"controller {ctrls!r}", 2)
@@ -200,11 +202,15 @@ def sub_cgroup_paths(paths, specs):
 
 def _join_cgroups(paths, pid):
     for path in paths.values():
+        procs = os.path.join(path, "cgroup.procs")
         try:
-            with open(os.path.join(path, "cgroup.procs"), "w") as f:
+            with open(procs, "w") as f:
                 f.write(str(pid))
         except OSError as e:
-            raise HutchError(f"join cgroup {path}: {e.strerror}", e.errno) from None
+            hint = " (exec joins an existing sub-cgroup: create it first)" \
+                if e.errno == 2 else ""
+            raise HutchError(f"adding pid {pid} to cgroups: open {procs}: "
+                             f"{e.strerror.lower()}{hint}", e.errno) from None
 
 
 # --- exec -----------------------------------------------------------------------

@@ -132,6 +132,14 @@ def test_exec_into_a_sub_cgroup(bundle):
         assert got["pids"] == f"/hutch-t-{cid}"
         p = b.rt("exec", "--cgroup", "memory:nope", cid, "true")
         assert p.returncode != 0
+        assert "adding pid" in p.stderr and "/nope/cgroup.procs: no such file" in \
+            p.stderr, p.stderr
+        p = b.rt("exec", "--cgroup", "..", cid, "true")
+        assert p.returncode != 0 and " .. is not a sub cgroup path" in p.stderr
+        p = b.rt("exec", "--cgroup", "whaaat:/", cid, "true")
+        assert p.returncode != 0 and "unknown controller " in p.stderr, p.stderr
+        p = b.rt("exec", "--cgroup", "/", cid, "cat", "/proc/self/cgroup")
+        assert p.returncode == 0 and f"memory:/hutch-t-{cid}\n" in p.stdout, p.stdout
 
 
 def test_exec_into_a_created_container(bundle):

@@ -105,8 +105,10 @@ def test_sub_cgroups(tmp_path):
     assert out["memory"].endswith("/sub") and out["cpu,cpuacct"] == paths["cpu,cpuacct"]
     out = tenant.sub_cgroup_paths(paths, ["cpu:sub"])
     assert out["cpu,cpuacct"].endswith("/sub") and out["memory"] == paths["memory"]
-    for bad, msg in (("../x", "below the container"), ("memory:nope", "does not exist"),
-                     ("rdma:sub", "no cgroup with controller")):
+    assert tenant.sub_cgroup_paths(paths, ["/"]) == paths     # the container's own
+    assert tenant.sub_cgroup_paths(paths, ["memory:nope"])["memory"].endswith("/nope")
+    for bad, msg in (("../x", r"\.\./x is not a sub cgroup path"),
+                     ("rdma:sub", "unknown controller 'rdma'")):
         with pytest.raises(HutchError, match=msg):
             tenant.sub_cgroup_paths(paths, [bad])
 

@@ -148,10 +148,12 @@ class Manager:
         except (OSError, ValueError):
             return
         new = int(lim.value)
-        if memsw == cur:
+        if memsw == cur or new == -1:
+            # no swap before: none now; no memory limit: no memory+swap one either
+            # (runc's reading of `update --memory -1`)
             writes.append(Write("memory", 1, "memory.memsw.limit_in_bytes",
                                 new, "memory.swap"))
-        elif new > memsw or new == -1:
+        elif new > memsw:
             raise HutchError(f"linux.resources.memory.limit: {lim.value} is above the "
                              f"memory+swap limit {memsw}; give --memory-swap too", 22)
 
@@ -175,6 +177,21 @@ class Manager:
                 if w.file == "memory.limit_in_bytes" and e.errno == 22 and later:
                     pending.remove(later[0])
                     pending[:0] = [later[0], w]
+                    continue
+                # v1: a new period can be refused with the old quota (a parent's
+                # limit): the quota goes first, then the period again (as runc)
+                later = [x for x in pending if x.file == "cpu.cfs_quota_us"]
+                if w.file == "cpu.cfs_period_us" and e.errno == 22 and later:
+                    pending.remove(later[0])
+                    pending[:0] = [later[0], w]
+                    continue
+                # v1 without blkio weights, with BFQ's (this kernel): runc's fallback
+                bfq = {"blkio.weight": "blkio.bfq.weight",
+                       "blkio.weight_device": "blkio.bfq.weight_device"}.get(w.file)
+                if bfq and e.errno == 2:
+                    from .resources import Write
+                    pending.insert(0, Write(w.controller, w.version, bfq, w.value,
+                                            w.field))
                     continue
                 path = os.path.join(self._path_for(w), w.file)
                 hint = ""

@@ -258,6 +258,15 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
         pid = d["pid"]
         image_path = os.path.abspath(image_path)
         work_path = os.path.abspath(work_path) if work_path else image_path
+        if parent_path:
+            # CRIU takes it relative to the images; checked here, with its name
+            if os.path.isabs(parent_path):
+                raise HutchError(f"--parent-path {parent_path}: must be relative to "
+                                 "--image-path", 22)
+            real = os.path.join(image_path, parent_path)
+            if not os.path.isdir(real):
+                raise HutchError(f"invalid --parent-path {parent_path}: {real} is not "
+                                 "a directory", 20 if os.path.exists(real) else 2)
         img = _open_dir(image_path, "--image-path", create=True)
         work = _open_dir(work_path, "--work-path", create=True)
         yard = os.path.join(cdir.path, YARD)

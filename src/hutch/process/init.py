@@ -147,6 +147,8 @@ def stage2(plan, sock):
     reply = channel.recv(sock)
     if reply is None or reply.get("t") != "ok":
         os._exit(1)
+    if rf is not None and plan["hooks"].get("createContainer"):
+        os.fchdir(rf.rootfd)    # the hooks run in the rootfs, as runc runs them
     hooks.run_hooks(plan["hooks"], "createContainer", state_json(plan, hostpid,
                                                                  "creating"))
     console = None
@@ -157,6 +159,7 @@ def stage2(plan, sock):
         rf.readonly_paths()
         if console is not None:
             rf.console(console)
+        rf.dev_readonly()
         rf.enter(plan["no_pivot"])
         rf.close()
         finalize.reopen_dev_null()

@@ -45,6 +45,7 @@ class Rootfs:
         self.rootfd = -1
         self.userns = plan["userns"]
         self.devnull = -1
+        self.dev_ro = False     # /dev asked read-only: made so once it is filled
 
     # --- 1 and 2 -------------------------------------------------------------
     def prepare(self):
@@ -84,6 +85,11 @@ class Rootfs:
         dest, fstype, src, opts = m["destination"], m["type"] or "", m["source"], m["options"]
         o = M.parse_options(opts, fstype)
         what = f"mount {fstype or 'bind'} {src or ''} on {dest}".replace("  ", " ")
+        if dest.rstrip("/") == "/dev" and o.attr_set & K.MOUNT_ATTR_RDONLY:
+            # devpts, mqueue, shm and the device nodes go in /dev first: it
+            # becomes read-only at the end (runc does the same)
+            o.attr_set &= ~K.MOUNT_ATTR_RDONLY
+            self.dev_ro = True
         if fstype == "bind" or (o.bind and fstype in ("", "none", "bind")):
             o.bind = True
         try:
@@ -325,6 +331,18 @@ class Rootfs:
                 raise HutchError.from_os(what, e) from None
             finally:
                 os.close(tfd)
+
+    def dev_readonly(self):
+        """/dev read-only, when the config asked for it (after everything that
+        goes into it, the console included)."""
+        if not self.dev_ro:
+            return
+        fd = open_in_root(self.k, self.rootfd, "/dev")
+        try:
+            self.k.mount_setattr(fd, "", K.AT_EMPTY_PATH, K.MOUNT_ATTR_RDONLY,
+                                 what="make /dev read-only")
+        finally:
+            os.close(fd)
 
     def readonly_paths(self):
         k = self.k
