@@ -252,7 +252,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring,
             "strict_guard": strict}
         from .criu.container import criu_info
-        state["criu"] = dict(criu_info(cfg), rootless=rootless)
+        state["criu"] = dict(criu_info(cfg, bundle), rootless=rootless)
         if prog is not None:
             from .seccomp import to_state
             state["exec"]["process"]["seccomp"] = to_state(prog)

@@ -219,3 +219,36 @@ def test_bind_mounts_come_back(bundle, tmp_path):
         assert p.returncode == 0, p.stderr
         time.sleep(0.3)
         assert _read_int(str(vol / "n")) > last
+
+
+def test_relative_bind_through_a_symlink_and_criu_config(bundle, tmp_path):
+    """A bind whose source is relative to the bundle and whose destination goes
+    through a symlink in the image comes back; the org.criu.config annotation's
+    file is CRIU's configuration (its log-file wins), for dump and restore."""
+    b = bundle
+    os.makedirs(os.path.join(b.dir, "vol"))
+    os.makedirs(os.path.join(b.rootfs, "real"))
+    os.symlink("/real", os.path.join(b.rootfs, "link"))
+    conf = tmp_path / "criu.conf"
+    conf.write_text("log-file=from-annotation.log\n")
+    cfg = base_config(["sh", "-c", "i=0; while :; do i=$((i+1)); echo $i > /link/d/n; "
+                       "sleep 0.05; done"])
+    cfg["mounts"].append({"destination": "/link/d", "type": "bind", "source": "vol",
+                          "options": ["rbind", "rw"]})
+    cfg["annotations"] = {"org.criu.config": str(conf)}
+    vol_n = os.path.join(b.dir, "vol", "n")
+    with _container(b, cfg) as cid:
+        time.sleep(0.3)
+        work = tmp_path / "work"
+        p = _rt(b, "checkpoint", "--image-path", str(tmp_path / "img"), "--work-path",
+                str(work), cid)
+        assert p.returncode == 0, p.stderr
+        assert (work / "from-annotation.log").exists()
+        (work / "from-annotation.log").unlink()
+        last = _read_int(vol_n)
+        p = _rt(b, "restore", "-d", "--image-path", str(tmp_path / "img"),
+                "--work-path", str(work), "--bundle", b.dir, cid)
+        assert p.returncode == 0, p.stderr
+        assert (work / "from-annotation.log").exists()
+        time.sleep(0.3)
+        assert _read_int(vol_n) > last

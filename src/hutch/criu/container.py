@@ -25,9 +25,10 @@ NET_KEY = "extRootNetNS"
 PIPE_MAX_FOR_LAZY = 4 << 20
 
 
-def criu_info(cfg):
-    """What checkpoint needs to know about a container, recorded at create."""
-    binds = [(m.destination, m.source) for m in cfg.mounts
+def criu_info(cfg, bundle):
+    """What checkpoint needs to know about a container, recorded at create.  A
+    relative bind source is the bundle's, as at create."""
+    binds = [(m.destination, os.path.join(bundle, m.source or "")) for m in cfg.mounts
              if m.type == "bind" or "bind" in m.options or "rbind" in m.options]
     devices = [d[0] for d in cfg.devices]
     if cfg.has_ns("user"):
@@ -38,6 +39,46 @@ def criu_info(cfg):
             "userns": cfg.has_ns("user"),
             "cgroup_mounts": [m.destination for m in cfg.mounts if m.type == "cgroup"],
             "cgroupns": cfg.new_ns("cgroup")}
+
+
+def resolved_in(root, dest):
+    """``dest`` as the mount really sits in the container whose root is
+    ``root``: a destination through a symlink (/conf -> /real/conf) is mounted on
+    its target, and CRIU names a mount by where it is.  Resolved with openat2
+    inside the root; ``dest`` itself if it cannot be."""
+    from ..linux import kernel as K
+    try:
+        rfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError:
+        return dest
+    try:
+        fd = K.kernel().openat2(rfd, dest.lstrip("/") or ".", os.O_PATH | os.O_CLOEXEC,
+                                0, K.RESOLVE_IN_ROOT | K.RESOLVE_NO_MAGICLINKS)
+    except OSError:
+        os.close(rfd)
+        return dest
+    try:
+        top = os.readlink(f"/proc/self/fd/{rfd}").rstrip("/")
+        where = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        return dest
+    finally:
+        os.close(fd)
+        os.close(rfd)
+    if where == top:
+        return "/"
+    return where[len(top):] if where.startswith(top + "/") else dest
+
+
+def _criu_config(annotations, opts):
+    """A container-specific CRIU configuration file, as runc takes it: the
+    org.criu.config annotation names one (its settings override hutch's), an
+    empty value means none; without it, /etc/criu/hutch.conf if present."""
+    conf = (annotations or {}).get("org.criu.config")
+    if conf is None and os.path.exists("/etc/criu/hutch.conf"):
+        conf = "/etc/criu/hutch.conf"
+    if conf:
+        opts["config_file"] = conf
 
 
 def _cgroup_binds(info, paths):
@@ -323,8 +364,11 @@ def _checkpoint(worker, root, cid, image_path, work_path, parent_path, leave_run
                 opts["lazy_pages"] = True
                 if status_fd >= 0:
                     opts["status_fd"] = status_fd
+            _criu_config(d.get("annotations"), opts)
             if not pre_dump:
-                ext = [{"key": dest, "val": dest} for dest, _ in info.get("binds", ())]
+                croot = f"/proc/{pid}/root"
+                ext = [{"key": k, "val": k} for k in
+                       (resolved_in(croot, dest) for dest, _ in info.get("binds", ()))]
                 ext += [{"key": p, "val": "/dev/null"}
                         for p in _masked_files(pid, info.get("masked", ()))]
                 if info.get("userns"):
@@ -422,7 +466,7 @@ class Restore:
         C.check_version(criu, root)
         self.bundle = os.path.abspath(bundle)
         self.cfg = cfg = load_config(self.bundle)
-        self.info = info = criu_info(cfg)
+        self.info = info = criu_info(cfg, self.bundle)
         self.lazy_pages, self.cg_mode = lazy_pages, manage_cgroups_mode
         self.nfd = _open_ns(info["join"]["network"]) if "network" in info["join"] \
             else -1
@@ -539,7 +583,9 @@ class Restore:
             opts["cgroup_yard"] = self.yard
         if self.cg_mode:
             opts["manage_cgroups_mode"] = rpc.CG_MODES[self.cg_mode]
-        ext = [{"key": dest, "val": src} for dest, src in info["binds"]]
+        _criu_config(cfg.annotations, opts)
+        ext = [{"key": resolved_in(self.mounted, dest), "val": src}
+               for dest, src in info["binds"]]
         if info["masked"]:
             ext.append({"key": "/dev/null", "val": "/dev/null"})
         if info["userns"]:
