@@ -32,17 +32,21 @@ def validate(cfg):
     from .namespaces import check_sysctls
     if cfg.process is None:
         raise ConfigError("config.json: process: is required")
-    if not cfg.new_ns("mount"):
-        raise ConfigError("config.json: linux.namespaces: hutch needs a new mount "
-                          "namespace for the container")
+    if not cfg.new_ns("mount") and (cfg.masked_paths or cfg.readonly_paths):
+        # without a mount namespace of its own (none, or one joined by path) the
+        # container's mounts are not hutch's to make, as with runc
+        raise ConfigError("config.json: unable to restrict sys entries without a "
+                          "private MNT namespace (linux.maskedPaths and "
+                          "linux.readonlyPaths need a new mount namespace)")
     if not os.path.isdir(cfg.root_path):
         raise ConfigError(f"config.json: root.path: {cfg.root_path} is not a directory", 2)
-    if cfg.hostname and not cfg.new_ns("uts"):
-        raise ConfigError("config.json: hostname: setting it needs a private uts "
-                          "namespace")
-    if cfg.domainname and not cfg.new_ns("uts"):
-        raise ConfigError("config.json: domainname: setting it needs a private uts "
-                          "namespace")
+    # a joined uts namespace is the container's too: its names may be set
+    if cfg.hostname and not cfg.has_ns("uts"):
+        raise ConfigError("config.json: hostname: unable to set hostname without a "
+                          "private UTS namespace")
+    if cfg.domainname and not cfg.has_ns("uts"):
+        raise ConfigError("config.json: domainname: unable to set domainname without a "
+                          "private UTS namespace")
     check_sysctls(cfg.sysctl, {t for t, p in cfg.namespaces.items() if not p})
     if cfg.process.capabilities:
         capabilities.check_available(cfg.process.capabilities,

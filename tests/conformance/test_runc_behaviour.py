@@ -13,7 +13,7 @@ import uuid
 
 import pytest
 
-from conftest import base_config, runc_spec
+from conftest import RUNTIME_NAME, base_config, runc_spec
 from test_seccomp import PODMAN_PROFILE, podman_default
 
 NATIVE_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
@@ -320,3 +320,54 @@ def test_debug_lines(bundle, fmt):
         text = f.read()
     assert ('"level":"debug"' if fmt == "json" else "level=debug") in text, text
     assert "nsexec container setup" in text
+
+
+def test_mount_and_uts_namespaces_joined_by_path(bundle):
+    """A config that joins another process's mount and uts namespaces: the
+    process runs in them as they are (no mounts made, and their root: runc
+    neither pivots nor chroots there), and the hostname is set in the joined
+    uts namespace."""
+    import time
+    holder = subprocess.Popen(["unshare", "--mount", "--uts", "sleep", "100"],
+                              stdin=subprocess.DEVNULL)
+    cid = bundle.new_id()
+    try:
+        for _ in range(100):
+            if os.readlink(f"/proc/{holder.pid}/ns/uts") != \
+                    os.readlink("/proc/self/ns/uts"):
+                break
+            time.sleep(0.02)
+        cfg = base_config(["sleep", "100"])
+        ns = [n for n in cfg["linux"]["namespaces"] if n["type"] not in ("mount", "uts")]
+        cfg["linux"]["namespaces"] = ns + [
+            {"type": "mount", "path": f"/proc/{holder.pid}/ns/mnt"},
+            {"type": "uts", "path": f"/proc/{holder.pid}/ns/uts"}]
+        cfg["linux"].pop("maskedPaths", None)
+        cfg["linux"].pop("readonlyPaths", None)
+        cfg["hostname"] = "joined-uts"
+        bundle.write(cfg)
+        p = bundle.rt("run", "-d", "--bundle", bundle.dir, cid)
+        assert p.returncode == 0, p.stderr
+        pid = json.loads(bundle.rt("state", cid).stdout)["pid"]
+        for t in ("mnt", "uts"):
+            assert os.readlink(f"/proc/{pid}/ns/{t}") == \
+                os.readlink(f"/proc/{holder.pid}/ns/{t}"), t
+        assert os.readlink(f"/proc/{pid}/root") == "/"
+        got = subprocess.run(["nsenter", "-t", str(holder.pid), "--uts", "hostname"],
+                             capture_output=True, text=True).stdout
+        assert got == "joined-uts\n"
+    finally:
+        bundle.rt("delete", "-f", cid)
+        holder.kill()
+        holder.wait()
+
+
+@pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
+                   reason="runc 1.1.5 makes / unbindable before it binds the rootfs "
+                          "onto itself: EINVAL")
+def test_unbindable_rootfs_propagation(bundle):
+    def m(c):
+        c["linux"]["rootfsPropagation"] = "unbindable"
+    p = bundle.sh("awk '$5 == \"/\"' /proc/self/mountinfo", m)
+    assert p.returncode == 0, p.stderr
+    assert "unbindable" in p.stdout, p.stdout

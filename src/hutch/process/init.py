@@ -163,9 +163,9 @@ def stage2(plan, sock):
         rf.enter(plan["no_pivot"])
         rf.close()
         finalize.reopen_dev_null()
-    elif plan["root"]:
-        os.chroot(plan["root"])
-        os.chdir("/")
+    # without a mount namespace of its own (none, or one joined by path) the
+    # process lives in the one it has, as it is: no mounts and no root of hutch's
+    # making (runc does the same)
     if plan["hostname"] is not None:
         k.sethostname(plan["hostname"])
     if plan["domainname"] is not None:

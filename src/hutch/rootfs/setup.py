@@ -52,8 +52,10 @@ class Rootfs:
         k, plan = self.k, self.plan
         root = plan["root"]
         prop = propagation_flags(plan["rootfs_propagation"])
-        # shared propagation is applied after pivot_root; before it, slave
-        first = prop if not prop & K.MS_SHARED else K.MS_SLAVE | K.MS_REC
+        # shared and unbindable are set after pivot_root (the rootfs could not be
+        # bound onto itself under an unbindable /); before it, slave
+        first = prop if not prop & (K.MS_SHARED | K.MS_UNBINDABLE) else \
+            K.MS_SLAVE | K.MS_REC
         k.mount(None, "/", None, first, what="set propagation of /")
         if os.path.realpath(root) == "/":
             # pivot_root cannot stack the host's own root on itself: stage it on a
