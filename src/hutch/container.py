@@ -191,7 +191,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         failpoint("create:helper")
         validate(cfg)
         if mgr is not None:
-            mgr.apply(cfg.resources)
+            mgr.apply(cfg.resources, devices=False)
         failpoint("create:resources")
         nlisten = listen_fds()
         prog = None
@@ -247,7 +247,9 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         join, csock = [], -1      # spawn owns (and closes) the plan's fds now
         h, helper_h = None, h
         failpoint("create:spawn")
-        launch.spawn(plan, helper_h, on_pid, hooks_state)
+        launch.spawn(plan, helper_h, on_pid, hooks_state,
+                     on_rootfs=(lambda: mgr.apply_devices(cfg.resources))
+                     if mgr is not None else None)
         failpoint("create:ready")
         state["status"] = "created"
         # what `hutch exec` needs to give its processes the init's confinement

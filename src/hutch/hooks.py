@@ -84,7 +84,7 @@ def run_hook(hook, state_json, kind, index):
         how = f"exit status {code}" if code > 0 else \
             f"signal: {(signal.strsignal(-code) or str(-code)).lower()}"
         text = out.decode(errors="replace").strip().replace("\n", " ")
-        raise HutchError(f"error running {kind} hook #{index} ({hook['path']}): {how}"
+        raise HutchError(f"error running hook #{index} ({kind}, {hook['path']}): {how}"
                          + (f", output: {text}" if text else ""))
 
 

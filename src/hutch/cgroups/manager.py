@@ -94,11 +94,14 @@ class Manager:
                     self.mountpoints["unified"] = h.mountpoint
         return self.mountpoints.get("unified") or "/sys/fs/cgroup"
 
-    def apply(self, resources, update=False):
+    def apply(self, resources, update=False, devices=True):
         """Applies linux.resources (all of it: see :mod:`hutch.cgroups.resources`).
         With ``update``, only the values given are changed.  The nodes of
         linux.devices are not allowed by that alone: as with runc, only
-        resources.devices (and the defaults) decide what may be opened."""
+        resources.devices (and the defaults) decide what may be opened.
+        ``devices=False`` leaves the device rules for :meth:`apply_devices`
+        (create applies them once the init has made the container's nodes, as
+        runc does: mknod of a node the rules deny would fail)."""
         resources = resources or {}
         from .resources import plan
         writes = plan(resources, self.v1_controllers(), self.v2_controllers())
@@ -107,9 +110,13 @@ class Manager:
         if any(w.version == 2 for w in writes):
             self._enable_v2({w.controller for w in writes if w.version == 2} - {"cgroup"})
         self._write_all(writes)
+        if devices:
+            self.apply_devices(resources, update)
+
+    def apply_devices(self, resources, update=False):
         # create always starts the device list from deny-all (plus the defaults every
         # container gets); update changes it only when given one
-        devices = resources.get("devices")
+        devices = (resources or {}).get("devices")
         if update and not devices:
             return
         devices = list(devices or [])

@@ -53,13 +53,18 @@ DEFAULT_ALLOW = ("c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm"
 
 
 def device_rule(d):
+    """The v1 rule text; None when no access is left (only r, w and m are the
+    kernel's; other letters, as in "rwa", are not written)."""
     t = d.get("type") or "a"
     major = d.get("major")
     minor = d.get("minor")
+    access = "".join(c for c in "rwm" if c in (d.get("access") or "rwm"))
+    if not access:
+        return None
     if t == "a":
         return "a"
     return (f"{t} {'*' if major is None or major == -1 else major}:"
-            f"{'*' if minor is None or minor == -1 else minor} {d.get('access') or 'rwm'}")
+            f"{'*' if minor is None or minor == -1 else minor} {access}")
 
 
 def apply_devices(path, rules):
@@ -69,7 +74,14 @@ def apply_devices(path, rules):
         with open(f"{path}/{name}", "w") as f:
             f.write(val)
     w("devices.deny", "a")
+    allowed = False
     for d in rules:
-        w("devices.allow" if d.get("allow") else "devices.deny", device_rule(d))
+        if not d.get("allow") and not allowed:
+            continue    # nothing is allowed yet: a deny changes nothing (runc folds it)
+        rule = device_rule(d)
+        if rule is None:
+            continue
+        w("devices.allow" if d.get("allow") else "devices.deny", rule)
+        allowed = allowed or bool(d.get("allow"))
     for r in DEFAULT_ALLOW:
         w("devices.allow", r)

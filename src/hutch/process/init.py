@@ -163,9 +163,12 @@ def stage2(plan, sock):
         rf.enter(plan["no_pivot"])
         rf.close()
         finalize.reopen_dev_null()
-    # without a mount namespace of its own (none, or one joined by path) the
-    # process lives in the one it has, as it is: no mounts and no root of hutch's
-    # making (runc does the same)
+    elif plan["root"]:
+        # no mount namespace of its own (none, or one joined by path): hutch makes
+        # no mounts there (they would land in a namespace that is not the
+        # container's), but the process gets the bundle's root, as with runc
+        os.chroot(plan["root"])
+        os.chdir("/")
     if plan["hostname"] is not None:
         k.sethostname(plan["hostname"])
     if plan["domainname"] is not None:

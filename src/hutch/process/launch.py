@@ -15,12 +15,14 @@ from ..linux import kernel as K
 from ..linux.kernel import kernel
 
 
-def spawn(plan, h, on_pid, hooks_state):
+def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
     """Starts the container's init through ``h``, a :class:`helper.Helper` that
     becomes stage1 (the caller has put it in the container's cgroups already).
     ``on_pid(pid)`` is called as soon as the init's pid is known (the caller records
     it for crash-safe clean-up); ``hooks_state(pid)`` returns the state JSON for the
-    createRuntime hooks.  The plan's fds are closed here in every case."""
+    createRuntime hooks; ``on_rootfs()`` runs once the init has made the rootfs
+    and its device nodes, before those hooks (the device rules go in there).
+    The plan's fds are closed here in every case."""
     from .. import hooks
     from . import helper
     from ..linux import exeguard
@@ -59,6 +61,8 @@ def spawn(plan, h, on_pid, hooks_state):
                 channel.send(psock, {"t": "go", "pid": c2})
             elif t == "hooks":
                 failpoint("create:rootfs")
+                if on_rootfs is not None:
+                    on_rootfs()
                 state = hooks_state(c2)
                 hooks.run_hooks(plan["hooks"], "prestart", state)
                 hooks.run_hooks(plan["hooks"], "createRuntime", state)
