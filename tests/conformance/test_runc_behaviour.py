@@ -371,3 +371,18 @@ def test_unbindable_rootfs_propagation(bundle):
     p = bundle.sh("awk '$5 == \"/\"' /proc/self/mountinfo", m)
     assert p.returncode == 0, p.stderr
     assert "unbindable" in p.stdout, p.stdout
+
+
+def test_no_pivot_does_not_expose_the_hosts_proc(bundle):
+    """With --no-pivot the host's mounts stay below the container's root: a new
+    user namespace inside must still not be able to mount a fresh procfs."""
+    def m(c):
+        for k in ("bounding", "permitted"):
+            c["process"]["capabilities"][k] += ["CAP_SETFCAP"]
+    cfg = base_config(["unshare", "-mrpf", "sh", "-c",
+                       "mount -t proc none /proc && echo mounted"])
+    m(cfg)
+    bundle.write(cfg)
+    p = bundle.rt("run", "--no-pivot", "--bundle", bundle.dir, bundle.new_id())
+    assert p.returncode != 0 and "mounted" not in p.stdout
+    assert "permission denied" in (p.stdout + p.stderr).lower(), (p.stdout, p.stderr)

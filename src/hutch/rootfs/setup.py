@@ -367,6 +367,7 @@ class Rootfs:
         k = self.k
         os.fchdir(self.rootfd)
         if no_pivot:
+            self._hide_host_proc_and_sys()
             k.mount(".", "/", None, K.MS_MOVE, what="move the rootfs to /")
             os.chroot(".")
         else:
@@ -380,6 +381,34 @@ class Rootfs:
         if self.plan["root_readonly"]:
             k.mount_setattr(K.AT_FDCWD, "/", 0, K.MOUNT_ATTR_RDONLY,
                             what="make the root read-only")
+
+    def _hide_host_proc_and_sys(self):
+        """Without pivot_root the host's mounts stay in the container's mount
+        namespace, below its root.  A fully visible procfs or sysfs among them
+        would let a process in a new user namespace mount a fresh, unmasked one
+        (the kernel allows that only where one is visible already): detach each
+        one outside the rootfs, or cover it with an empty read-only tmpfs where
+        it cannot be detached (runc does the same)."""
+        k = self.k
+        root = os.readlink(f"/proc/self/fd/{self.rootfd}").rstrip("/") + "/"
+        found = []
+        with open("/proc/self/mountinfo") as f:
+            for line in f:
+                left, _, right = line.partition(" - ")
+                mp = left.split()[4].replace("\\040", " ")
+                fstype = right.split()[0] if right else ""
+                if fstype in ("proc", "sysfs") and not (mp + "/").startswith(root):
+                    found.append(mp)
+        for mp in sorted(found, key=len, reverse=True):
+            try:
+                k.umount2(mp, K.MNT_DETACH)
+            except OSError:
+                try:
+                    k.mount("tmpfs", mp, "tmpfs", K.MS_RDONLY | K.MS_NOSUID |
+                            K.MS_NODEV | K.MS_NOEXEC, "size=0,mode=0",
+                            what=f"cover the host's {mp}")
+                except OSError:
+                    pass        # already gone with a detached parent
 
     def close(self):
         for fd in (self.rootfd, self.devnull):
