@@ -172,3 +172,30 @@ def test_start_racing_delete(bundle):
             time.sleep(0.01)
         assert not os.path.exists(os.path.join(b.root, cid))
         assert _cgroup_gone(cg)
+
+
+def test_parallel_containers_without_a_cgroups_path(bundle):
+    """Containers without linux.cgroupsPath go under the runtime's own parent
+    (/hutch for hutch): created and deleted in parallel, none of theirs is left,
+    nor the parent if it was not there before."""
+    b = bundle
+    cfg = base_config(["true"])
+    cfg["linux"].pop("cgroupsPath", None)
+    b.write(cfg)
+    parent_before = set(glob.glob("/sys/fs/cgroup/*/hutch"))
+    ids = [b.new_id() for _ in range(8)]
+
+    def cycle(cid):
+        out = []
+        for _ in range(5):
+            p = b.rt("run", "--bundle", b.dir, cid)
+            out.append(p.returncode)
+        return out
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(cycle, ids))
+    assert codes == [[0] * 5] * 8, codes
+    for cid in ids:
+        assert not glob.glob(f"/sys/fs/cgroup/*/{cid}") and \
+            not glob.glob(f"/sys/fs/cgroup/*/*/{cid}")
+    if RUNTIME_NAME == "hutch":
+        assert set(glob.glob("/sys/fs/cgroup/*/hutch")) <= parent_before

@@ -55,19 +55,28 @@ class Manager:
                 init_cpuset(path)
 
     def _makedirs(self, path):
-        missing = []
-        p = path
-        while not os.path.isdir(p):
-            missing.append(p)
-            p = os.path.dirname(p)
-        for d in reversed(missing):
+        for attempt in range(5):
+            missing = []
+            p = path
+            while not os.path.isdir(p):
+                missing.append(p)
+                p = os.path.dirname(p)
             try:
-                os.mkdir(d)
-            except FileExistsError:
-                continue
+                for d in reversed(missing):
+                    try:
+                        os.mkdir(d)
+                    except FileExistsError:
+                        continue
+                    self.created.append(d)
+                return
+            except FileNotFoundError:
+                # a parent went between the look and the mkdir: the last container
+                # under a shared parent (hutch's own /hutch) removed it; again
+                if attempt == 4:
+                    raise HutchError(f"create cgroup {path}: a parent directory keeps "
+                                     "disappearing", 2) from None
             except OSError as e:
                 raise HutchError(f"create cgroup {d}: {e.strerror}", e.errno) from None
-            self.created.append(d)
 
     def v1_controllers(self):
         return {c for k in self.paths if k != "unified" for c in k.split(",")
@@ -351,6 +360,17 @@ class Manager:
                 pass
             except OSError:
                 pass    # shared parent still used by another container
+        # hutch's own parent of containers without a cgroupsPath (/hutch) is
+        # made by whichever create came first; the last delete removes it,
+        # whoever made it (else one that raced another create stays for good)
+        for key, path in self.paths.items():
+            parent = os.path.dirname(path)
+            if os.path.basename(parent) == "hutch" and \
+                    os.path.dirname(parent) == (self.mountpoints.get(key) or "").rstrip("/"):
+                try:
+                    os.rmdir(parent)
+                except OSError:
+                    pass    # not empty: another container still uses it
         if errors:
             raise HutchError("remove cgroup: " + "; ".join(errors))
 
