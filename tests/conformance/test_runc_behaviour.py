@@ -386,3 +386,25 @@ def test_no_pivot_does_not_expose_the_hosts_proc(bundle):
     p = bundle.rt("run", "--no-pivot", "--bundle", bundle.dir, bundle.new_id())
     assert p.returncode != 0 and "mounted" not in p.stdout
     assert "permission denied" in (p.stdout + p.stderr).lower(), (p.stdout, p.stderr)
+
+
+def test_userns_bind_of_a_source_only_root_can_reach(bundle, tmp_path):
+    """A container in a user namespace (its root an unprivileged host uid) binds
+    a directory behind a 0700 root-owned one: the runtime opens it for it."""
+    hidden = tmp_path / "hidden"
+    (hidden / "dir").mkdir(parents=True)
+    (hidden / "dir" / "f").write_text("reached\n")
+    os.chmod(hidden, 0o700)
+    from test_container import _world_traversable
+    _world_traversable(bundle.rootfs)
+
+    def m(c):
+        c["linux"]["namespaces"].append({"type": "user"})
+        c["linux"]["uidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["linux"]["gidMappings"] = [{"containerID": 0, "hostID": 100000, "size": 65536}]
+        c["mounts"].append({"destination": "/root", "type": "bind",
+                            "source": str(hidden / "dir"), "options": ["bind"]})
+        c["mounts"] = [mm for mm in c["mounts"] if mm["type"] != "cgroup"]
+    p = bundle.sh("cat /root/f", m)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout == "reached\n"

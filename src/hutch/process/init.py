@@ -124,6 +124,10 @@ def stage2(plan, sock):
     if msg is None:
         os._exit(1)
     hostpid = msg["pid"]
+    if msg.get("sources"):
+        # bind sources the hutch command opened in this mount namespace for us
+        plan["source_fds"] = dict(zip(msg["sources"],
+                                      channel.recv_fds(sock, len(msg["sources"]))))
     k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
     os.setsid()
     finalize.set_rlimits(proc["rlimits"])
@@ -136,6 +140,8 @@ def stage2(plan, sock):
         rf = Rootfs(k, plan)
         rf.prepare()
         rf.do_mounts()
+        for fd in (plan.pop("source_fds", None) or {}).values():
+            os.close(fd)        # host directories: not one is kept past the mounts
         rf.make_devices()
     if plan["loopback"]:
         from ..network import loopback_up

@@ -58,7 +58,17 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
                 os.waitpid(c1, 0)
                 c1 = None
                 on_pid(c2)
-                channel.send(psock, {"t": "go", "pid": c2})
+                srcs = _bind_sources(plan) if plan["new_user"] and \
+                    plan["new_mountns"] else []
+                opened = _open_in_mount_ns(c2, srcs) if srcs else []
+                try:
+                    channel.send(psock, {"t": "go", "pid": c2,
+                                         "sources": [s for s, _ in opened]})
+                    if opened:
+                        channel.send_fds(psock, [fd for _, fd in opened])
+                finally:
+                    for _, fd in opened:
+                        os.close(fd)
             elif t == "hooks":
                 failpoint("create:rootfs")
                 if on_rootfs is not None:
@@ -98,6 +108,58 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
         raise
     finally:
         os.close(psock)
+
+
+def _bind_sources(plan):
+    """The bind mounts' sources, as absolute paths (relative ones are the
+    bundle's)."""
+    out = []
+    for m in plan["mounts"]:
+        opts = m["options"] or ()
+        if m["type"] == "bind" or "bind" in opts or "rbind" in opts:
+            src = m["source"] or ""
+            out.append(src if src.startswith("/") else
+                       os.path.join(plan["bundle"], src))
+    return out
+
+
+def _open_in_mount_ns(pid, sources):
+    """Opens the bind sources (O_PATH) inside the init's new mount namespace,
+    with this command's credentials: a container whose root is an unprivileged
+    host uid (a user namespace) can then bind a directory only the host's root
+    can reach, as runc allows.  A short-lived child joins the namespace (this
+    process keeps its own) and passes the fds back; a source it cannot open is
+    left to the init, whose own error then names it.  Returns [(source, fd)]."""
+    a, b = channel.socketpair()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.close(a)
+            ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
+            kernel().setns(ns, K.CLONE_NEWNS, what="join the container's mount namespace")
+            got, fds = [], []
+            for src in sources:
+                try:
+                    fds.append(os.open(src, os.O_PATH | os.O_CLOEXEC))
+                    got.append(src)
+                except OSError:
+                    pass
+            channel.send(b, {"sources": got})
+            if fds:
+                channel.send_fds(b, fds)
+        finally:
+            os._exit(0)
+    os.close(b)
+    try:
+        msg = channel.recv(a)
+        srcs = (msg or {}).get("sources") or []
+        fds = channel.recv_fds(a, len(srcs)) if srcs else []
+    except OSError:
+        srcs, fds = [], []
+    finally:
+        os.close(a)
+        os.waitpid(child, 0)
+    return list(zip(srcs, fds))
 
 
 def _close_plan_fds(plan):

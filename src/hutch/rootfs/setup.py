@@ -154,8 +154,10 @@ class Rootfs:
             raise HutchError(f"{what}: a bind mount needs a source")
         if not src.startswith("/"):
             src = os.path.join(self.plan["bundle"], src)
+        # opened by the hutch command (a source this user namespace cannot reach)
+        sfd = (self.plan.get("source_fds") or {}).get(src)
         try:
-            st = os.stat(src)
+            st = os.fstat(sfd) if sfd is not None else os.stat(src)
         except OSError as e:
             raise HutchError.from_os(f"{what}: source", e) from None
         tfd = ensure_target(k, self.rootfd, dest, stat.S_ISDIR(st.st_mode))
@@ -163,7 +165,10 @@ class Rootfs:
             if stat.S_ISDIR(st.st_mode) != is_dir_fd(tfd):
                 raise HutchError(f"{what}: the source and the destination differ in "
                                  "type (one is a directory, the other is not)")
-            os.close(M.bind_mount(k, K.AT_FDCWD, src, o, tfd, what))
+            if sfd is not None:
+                os.close(M.bind_mount(k, sfd, "", o, tfd, what))
+            else:
+                os.close(M.bind_mount(k, K.AT_FDCWD, src, o, tfd, what))
         finally:
             os.close(tfd)
 
