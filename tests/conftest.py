@@ -78,16 +78,21 @@ int main(int argc, char **argv) {
 """
 
 
-def build_memhog(dest):
-    """A static program that fills N MiB with a PRNG stream, writes its checksum
-    to /mem.sum, and writes it again to /mem.sum2 on SIGUSR1."""
+def build_static(source, dest):
+    """Compiles C ``source`` into a static program at ``dest`` (for an image)."""
     if shutil.which("gcc") is None:
         pytest.fail("gcc is missing: setup.sh installs build-essential (for CRIU)")
     with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "memhog.c")
+        src = os.path.join(d, "prog.c")
         with open(src, "w") as f:
-            f.write(MEMHOG)
+            f.write(source)
         subprocess.run(["gcc", "-O2", "-static", "-o", dest, src], check=True)
+
+
+def build_memhog(dest):
+    """A static program that fills N MiB with a PRNG stream, writes its checksum
+    to /mem.sum, and writes it again to /mem.sum2 on SIGUSR1."""
+    build_static(MEMHOG, dest)
 
 
 def build_busybox(dest):

@@ -8,12 +8,11 @@ import os
 import shutil
 import socket
 import subprocess
-import tempfile
 import uuid
 
 import pytest
 
-from conftest import RUNTIME_NAME, base_config, runc_spec
+from conftest import RUNTIME_NAME, base_config, build_static, runc_spec
 from test_seccomp import PODMAN_PROFILE, podman_default
 
 NATIVE_CAPS = ["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]
@@ -92,14 +91,7 @@ int main(void) {
 def test_a_syscall_newer_than_the_profile_gets_enosys(bundle):
     """runc's stub: past the newest syscall a profile names, ENOSYS (a program
     falls back); a known syscall the profile leaves out, the default errno."""
-    if shutil.which("gcc") is None:
-        pytest.fail("gcc is missing (setup.sh installs build-essential)")
-    with tempfile.TemporaryDirectory() as d:
-        src = os.path.join(d, "p.c")
-        with open(src, "w") as f:
-            f.write(ENOSYS_PROG)
-        subprocess.run(["gcc", "-static", "-O1", "-o",
-                        os.path.join(bundle.rootfs, "enosys"), src], check=True)
+    build_static(ENOSYS_PROG, os.path.join(bundle.rootfs, "enosys"))
     cfg = base_config(["/enosys"])
     cfg["linux"]["seccomp"] = podman_default(NATIVE_CAPS)
     p = bundle.run(cfg)
