@@ -520,7 +520,7 @@ class Restore:
         k.mount(os.path.realpath(cfg.root_path), mounted, None, K.MS_BIND | K.MS_REC,
                 what="bind the rootfs for CRIU")
         self.mounted = mounted
-        _make_mountpoints(k, mounted, cfg)
+        _make_mountpoints(k, mounted, cfg, self.bundle)
         self.yard = cgroup_yard(os.path.join(cdir.path, YARD))
         if console_socket:
             self.csock = _connect(console_socket)
@@ -693,32 +693,53 @@ def _rel(mgr, key):
     return path
 
 
-def _make_mountpoints(k, root, cfg):
+def _make_mountpoints(k, root, cfg, bundle):
     """Mount points for bind mounts that are not under a tmpfs (CRIU restores a
-    tmpfs with its content), created inside the root without leaving it."""
-    from ..rootfs.paths import mkdir_all
+    tmpfs with its content), created inside the root without leaving it.  A
+    mount inside a bind mount needs its mount point in that bind's source (the
+    container made it there; it may be gone since): made there too, resolved
+    inside the source, as runc does."""
+    def source(m):
+        return os.path.join(bundle, m.source or "")
+    binds = [(m.destination.rstrip("/"), source(m)) for m in cfg.mounts
+             if (m.type == "bind" or "bind" in m.options or "rbind" in m.options)
+             and os.path.isdir(source(m))]
     tmpfs = [m.destination for m in cfg.mounts if m.type == "tmpfs"]
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         for m in cfg.mounts:
-            if any(m.destination.startswith(t + "/") for t in tmpfs):
+            if any(m.destination.startswith(t + "/") for t in tmpfs) or \
+                    m.type == "cgroup":
                 continue
-            if m.type in ("bind", None) and m.source and os.path.isfile(m.source):
-                parent = os.path.dirname(m.destination)
-                fd = mkdir_all(k, rootfd, parent)
-                try:
+            is_file = m.type in ("bind", None) and m.source and \
+                os.path.isfile(source(m))
+            _mountpoint(k, rootfd, m.destination, is_file)
+            for bdest, bsrc in binds:
+                if m.destination.startswith(bdest + "/"):
+                    sfd = os.open(bsrc, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
                     try:
-                        os.close(os.open(os.path.basename(m.destination),
-                                         os.O_CREAT | os.O_WRONLY | os.O_NOFOLLOW |
-                                         os.O_CLOEXEC, 0o644, dir_fd=fd))
-                    except FileExistsError:
-                        pass
-                finally:
-                    os.close(fd)
-            elif m.type != "cgroup":
-                os.close(mkdir_all(k, rootfd, m.destination))
+                        _mountpoint(k, sfd, m.destination[len(bdest):], is_file)
+                    finally:
+                        os.close(sfd)
     finally:
         os.close(rootfd)
+
+
+def _mountpoint(k, topfd, path, is_file):
+    """A directory, or an empty file, at ``path`` under ``topfd`` (resolved in
+    it, never leaving it)."""
+    from ..rootfs.paths import mkdir_all
+    if not is_file:
+        os.close(mkdir_all(k, topfd, path))
+        return
+    fd = mkdir_all(k, topfd, os.path.dirname(path))
+    try:
+        os.close(os.open(os.path.basename(path), os.O_CREAT | os.O_WRONLY |
+                         os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=fd))
+    except FileExistsError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def _unmount(path):
