@@ -42,13 +42,14 @@ def counts(root, cg):
         files = int(f.read().split()[0])
     with open("/proc/self/mountinfo") as f:
         mounts = sum(1 for _ in f)
-    procs = 0       # live processes (zombies are PID 1's to reap, not ours)
-    for n in os.listdir("/proc"):
-        if n.isdigit():
+    procs = 0       # live user processes (zombies are PID 1's to reap, not ours;
+    for n in os.listdir("/proc"):       # kernel threads come and go on their own)
+        if n.isdigit() and n != "2":
             try:
                 with open(f"/proc/{n}/stat", "rb") as f:
-                    if f.read().rsplit(b")", 1)[1].split()[0] not in (b"Z", b"X"):
-                        procs += 1
+                    fields = f.read().rsplit(b")", 1)[1].split()
+                if fields[0] not in (b"Z", b"X") and fields[1] != b"2":
+                    procs += 1
             except OSError:
                 pass
     entries = len([e for e in os.listdir(root) if not e.startswith(".")]) \
