@@ -189,7 +189,10 @@ def _teardown(e, before):
     # containerd's per-namespace one, which runc leaves behind), if the session made them
     for d in _cgroup_dirs("libpod_parent") + _cgroup_dirs("hutch-e2e"):
         if d not in before:
-            _rmdirs(d)
+            if os.path.ismount(os.path.dirname(d)):
+                _rmdirs(d)
+            else:       # under a plain directory (below): conmon's files with it
+                shutil.rmtree(d, ignore_errors=True)
     # conmon makes its cgroup in every controller the kernel lists, mounted or
     # not: on this host that is plain directories on /sys/fs/cgroup's tmpfs
     # (hugetlb, net_cls, net_prio, perf_event); those the session made go too
