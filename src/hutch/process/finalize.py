@@ -299,10 +299,12 @@ def cloexec_from(k, first):
 
 
 def give_stdio_to(uid):
-    """Makes the process's stdio (its terminal above all) owned by its user, as
-    runc does, so that a non-root user can use its console; the group stays
-    (devpts gives tty).  /dev/null is left alone, and so is what the kernel
-    refuses (an unmapped owner, a read-only /dev)."""
+    """Makes the process's terminal owned by its user, as runc does, so that a
+    non-root user can use its console; the group stays (devpts gives tty).
+    Only for a process with a terminal of the container's own (runc also
+    chowns other stdio, which can be the caller's pipes, files or terminal on
+    the host: hutch leaves those alone).  /dev/null is left alone, and so is
+    what the kernel refuses (an unmapped owner, a read-only /dev)."""
     for fd in (0, 1, 2):
         try:
             st = os.fstat(fd)
@@ -349,7 +351,8 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None, last=None):
         sec = None
     if caps is not None:
         C.drop_bounding(k, C.mask(caps.get("bounding", ())))
-    give_stdio_to(proc["uid"])
+    if proc.get("terminal"):
+        give_stdio_to(proc["uid"])
     try:
         os.setgroups(proc["additional_gids"])
     except PermissionError:
