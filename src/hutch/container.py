@@ -9,7 +9,7 @@ import _signal as signal
 import os
 
 from .errors import ConfigError, HutchError, NotFound, NotRunning, failpoint
-from .state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_atomic
+from .state import ContainerDir, now_rfc3339, proc_stat, validate_id, write_pid_file
 
 
 def _plain_mounts(cfg):
@@ -265,11 +265,7 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         cdir.save()
         failpoint("create:saved")
         if pid_file:
-            try:
-                write_atomic(os.path.abspath(pid_file), str(pid))
-            except OSError as e:
-                raise HutchError(f"write the pid file {pid_file}: {e.strerror}",
-                                 e.errno) from None
+            write_pid_file(pid_file, pid)
         failpoint("create:done")
     except BaseException:
         if h is not None:

@@ -210,6 +210,14 @@ def write_atomic(path, text, mode=0o644):
         raise
 
 
+def write_pid_file(path, pid):
+    """--pid-file: the pid, written whole; a failure named as runc names it."""
+    try:
+        write_atomic(os.path.abspath(path), str(pid))
+    except OSError as e:
+        raise HutchError(f"write the pid file {path}: {e.strerror}", e.errno) from None
+
+
 def list_ids(root):
     try:
         return sorted(e for e in os.listdir(root) if not e.startswith("."))

@@ -225,21 +225,22 @@ def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
     its plan and the init's pidfd, so that exec is serialised with every other
     verb on the container, and released before anything that can wait (a
     process that waits frozen with --ignore-paused, a foreground exec)."""
-    from .container import _pidfd, load
+    from .container import load
     if cdir is None:
         cdir = load(root, cid)
     elif cdir.lock_fd is None:
         cdir.lock()
         cdir.load()
     try:
-        return _exec_locked(root, cid, cdir, proc, detach, pid_file, console_socket,
-                            preserve_fds, ignore_paused, cgroups, source, _pidfd)
+        return _exec_locked(cid, cdir, proc, detach, pid_file, console_socket,
+                            preserve_fds, ignore_paused, cgroups, source)
     finally:
         cdir.unlock()
 
 
-def _exec_locked(root, cid, cdir, proc, detach, pid_file, console_socket,
-                 preserve_fds, ignore_paused, cgroups, source, _pidfd):
+def _exec_locked(cid, cdir, proc, detach, pid_file, console_socket, preserve_fds,
+                 ignore_paused, cgroups, source):
+    from .container import _pidfd
     failpoint("exec:locked")
     d = cdir.data
     status = cdir.status()
@@ -350,12 +351,8 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         debug("setns_init: about to exec: the program runs")
         failpoint("exec:started")
         if pid_file:
-            from .state import write_atomic
-            try:
-                write_atomic(os.path.abspath(pid_file), str(child))
-            except OSError as e:
-                raise HutchError(f"write the pid file {pid_file}: {e.strerror}",
-                                 e.errno) from None
+            from .state import write_pid_file
+            write_pid_file(pid_file, child)
     except BaseException:
         import _signal as signal
         for pid in (hpid, child):

@@ -109,15 +109,20 @@ def parent_cgroup():
             os.rmdir(d)
 
 
-def test_parent_memory_too_small(bundle, parent_cgroup):
-    b = bundle
-    parent = parent_cgroup("memory", {"memory.limit_in_bytes": 64 << 10})
+def _create_under(b, parent):
+    """create in a cgroup below ``parent``: its one-line error, and the path."""
     cid = b.new_id()
     cg = f"/{parent}/{cid}"
     cfg = base_config(["true"])
     cfg["linux"]["cgroupsPath"] = cg
     b.write(cfg)
-    line = _one_line_error(_hutch(b.root, "create", "--bundle", b.dir, cid))
+    return _one_line_error(_hutch(b.root, "create", "--bundle", b.dir, cid)), cid, cg
+
+
+def test_parent_memory_too_small(bundle, parent_cgroup):
+    b = bundle
+    parent = parent_cgroup("memory", {"memory.limit_in_bytes": 64 << 10})
+    line, cid, cg = _create_under(b, parent)
     assert "Cannot allocate memory" in line or "OOM killer" in line, line
     _nothing_left(b.root, cid, cg, b.rootfs)
     # hutch removed the parents it made in the other hierarchies; the test's stays
@@ -126,13 +131,7 @@ def test_parent_memory_too_small(bundle, parent_cgroup):
 
 def test_parent_pids_exhausted(bundle, parent_cgroup):
     b = bundle
-    parent = parent_cgroup("pids", {"pids.max": 1})
-    cid = b.new_id()
-    cg = f"/{parent}/{cid}"
-    cfg = base_config(["true"])
-    cfg["linux"]["cgroupsPath"] = cg
-    b.write(cfg)
-    line = _one_line_error(_hutch(b.root, "create", "--bundle", b.dir, cid))
+    line, cid, cg = _create_under(b, parent_cgroup("pids", {"pids.max": 1}))
     assert "Resource temporarily unavailable" in line and "pids limit" in line, line
     assert "errno 11" in line
     _nothing_left(b.root, cid, cg, b.rootfs)

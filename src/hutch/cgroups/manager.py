@@ -12,6 +12,12 @@ from ..errors import HutchError
 from . import hierarchies, layout, own_cgroup, resolve_path
 
 
+# memory.limit_in_bytes may not exceed memsw (raise memsw first); a new period
+# can be refused with the old quota under a parent's limit (quota first, as runc)
+_WRITE_FIRST = {"memory.limit_in_bytes": "memory.memsw.limit_in_bytes",
+                "cpu.cfs_period_us": "cpu.cfs_quota_us"}
+
+
 class Manager:
     def __init__(self, paths, created=(), layout_name="", mountpoints=None):
         self.paths = dict(paths)        # key -> absolute cgroup directory
@@ -188,16 +194,11 @@ class Manager:
             try:
                 self._write(w)
             except OSError as e:
-                # v1: memory.limit_in_bytes may not exceed memsw; raise memsw first
-                later = [x for x in pending if x.file == "memory.memsw.limit_in_bytes"]
-                if w.file == "memory.limit_in_bytes" and e.errno == 22 and later:
-                    pending.remove(later[0])
-                    pending[:0] = [later[0], w]
-                    continue
-                # v1: a new period can be refused with the old quota (a parent's
-                # limit): the quota goes first, then the period again (as runc)
-                later = [x for x in pending if x.file == "cpu.cfs_quota_us"]
-                if w.file == "cpu.cfs_period_us" and e.errno == 22 and later:
+                # v1 pairs whose order depends on the values in force (EINVAL):
+                # the other file goes first, then this one again
+                first = _WRITE_FIRST.get(w.file)
+                later = [x for x in pending if x.file == first]
+                if later and e.errno == 22:
                     pending.remove(later[0])
                     pending[:0] = [later[0], w]
                     continue

@@ -333,8 +333,8 @@ _SCHEMA = {
 
 def normalise(resources):
     """linux.resources as runc reads it (Go's JSON decoder): keys match the
-    spec's names whatever their case ("CPU" is cpu), a repeated key merges into
-    the first, and unknown keys are ignored.  unified and rdma keep their keys
+    spec's names whatever their case ("CPU" is cpu), a section given twice is
+    merged (the later value of a field wins), and unknown keys are ignored.  unified and rdma keep their keys
     (cgroup file and device names)."""
     if not isinstance(resources, dict):
         return resources

@@ -520,7 +520,7 @@ class Restore:
         k.mount(os.path.realpath(cfg.root_path), mounted, None, K.MS_BIND | K.MS_REC,
                 what="bind the rootfs for CRIU")
         self.mounted = mounted
-        _make_mountpoints(k, mounted, cfg, self.bundle)
+        _make_mountpoints(k, mounted, cfg, self.bundle, self.info["binds"])
         self.yard = cgroup_yard(os.path.join(cdir.path, YARD))
         if console_socket:
             self.csock = _connect(console_socket)
@@ -553,7 +553,7 @@ class Restore:
         from .. import jsonlite
         from ..container import _process_plan
         from . import rpc
-        from ..state import proc_stat, write_atomic
+        from ..state import proc_stat, write_pid_file
         cfg, info, mgr, cdir, state = self.cfg, self.info, self.mgr, self.cdir, \
             self.state
         image_path = os.path.abspath(image_path)
@@ -638,7 +638,7 @@ class Restore:
         cdir.save()
         failpoint("restore:saved")
         if pid_file:
-            write_atomic(os.path.abspath(pid_file), str(pid))
+            write_pid_file(pid_file, pid)
 
     def _release(self):
         """After a success: CRIU, the yard, the root mount, descriptors, lock."""
@@ -693,7 +693,7 @@ def _rel(mgr, key):
     return path
 
 
-def _make_mountpoints(k, root, cfg, bundle):
+def _make_mountpoints(k, root, cfg, bundle, binds):
     """Mount points for bind mounts that are not under a tmpfs (CRIU restores a
     tmpfs with its content), created inside the root without leaving it.  A
     mount inside a bind mount needs its mount point in that bind's source (the
@@ -701,9 +701,7 @@ def _make_mountpoints(k, root, cfg, bundle):
     inside the source, as runc does."""
     def source(m):
         return os.path.join(bundle, m.source or "")
-    binds = [(m.destination.rstrip("/"), source(m)) for m in cfg.mounts
-             if (m.type == "bind" or "bind" in m.options or "rbind" in m.options)
-             and os.path.isdir(source(m))]
+    binds = [(dest.rstrip("/"), src) for dest, src in binds if os.path.isdir(src)]
     tmpfs = [m.destination for m in cfg.mounts if m.type == "tmpfs"]
     rootfd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     try:

@@ -7,7 +7,8 @@ exits.  The init is pid 1 of a new pid namespace.
 stage2 (the init): builds the rootfs, runs createContainer hooks, pivots, reports
 ready, then blocks opening exec.fifo until ``hutch start`` reads it.  Then it takes
 on the configured credentials and seccomp filter, runs the startContainer hooks
-under them (as runc does) and execs the user's program.  No hutch code runs in the container after that exec.
+under them (as runc does) and execs the user's program.  No hutch code runs in the
+container after that exec.
 
 Every module stage2 needs is imported before pivot_root: after it, the host's Python
 library is out of reach.
