@@ -24,7 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "tests"))
 sys.path.insert(0, os.path.join(HERE, "src"))
 from conftest import base_config, build_busybox, build_memhog  # noqa: E402
 from hutch.cgroups import hierarchies  # noqa: E402
-from hutch.criu.container import cgroup_yard, network_lock, remove_yard  # noqa: E402
+from hutch.criu.host import cgroup_yard, network_lock, remove_yard  # noqa: E402
 
 CRIU = "/opt/criu4/sbin/criu"
 HUTCH = [os.path.join(HERE, ".venv", "bin", "hutch-fast")]
@@ -94,7 +94,7 @@ def bare_dump_cmd(box, cid, img, yard):
     cmd = [CRIU, "dump", "-t", str(st["pid"]), "-D", img, "-o", "dump.log", "-v4",
            "--root", os.path.realpath(st["rootfs"]), "--manage-cgroups",
            "--freeze-cgroup", st["cgroup"]["paths"]["freezer"], "--cgroup-yard", yard]
-    if network_lock(st["pid"], info) == "skip":
+    if network_lock(st["pid"], info.get("join", {})) == "skip":
         cmd += ["--network-lock", "skip"]
     for p in info["masked"]:
         full = f"/proc/{st['pid']}/root{p}"

@@ -15,9 +15,15 @@ def configure(file=None, fmt="text", debug=False):
     _cfg.update(file=file, format=fmt, debug=debug)
 
 
-def _time():
-    from .state import now_rfc3339
-    return now_rfc3339()
+def now_rfc3339():
+    """The time as runc writes it: RFC 3339 with nanoseconds, in UTC."""
+    import time
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + \
+        f".{int((t % 1) * 1e9):09d}Z"
+
+
+_time = now_rfc3339
 
 
 def _line(level, msg):

@@ -87,9 +87,10 @@ class Sandbox:
 
     def run(self):
         """Runs the command; returns its exit status (128+N for signal N)."""
-        from . import runner
-        from .state import default_root
+        from .container.create import CreateOptions
+        from .container.record import default_root
+        from .container.run import run
         root = self.root or default_root()
         cid = f"sandbox-{os.getpid()}-{os.urandom(3).hex()}"
         cfg = parse_config(self.config(), "sandbox")
-        return runner.run(root, cid, "/", cfg=cfg, rootless=self.rootless)
+        return run(root, cid, "/", CreateOptions(rootless=self.rootless), cfg=cfg)

@@ -20,14 +20,14 @@ def test_a_dead_target_is_never_entered():
     script = textwrap.dedent("""
         import os, subprocess, sys
         sys.path.insert(0, sys.argv[1])
-        from hutch import tenant
+        from hutch.container import exec as tenant
+        from hutch.container.plan import ProcessPlan
         from hutch.errors import HutchError
         victim = subprocess.Popen(["sleep", "100"])
         fd = os.pidfd_open(victim.pid)
         victim.kill(); victim.wait()
-        proc = tenant._blank_process()
-        proc.update(args=["/bin/sh", "-c", "touch " + sys.argv[2]], cwd="/")
-        plan = {"process": proc, "ns_flags": 0x20000000 | 0x00020000 | 0x04000000,
+        proc = ProcessPlan(args=["/bin/sh", "-c", "touch " + sys.argv[2]], cwd="/")
+        plan = {"process": proc.wire(), "ns_flags": 0x20000000 | 0x00020000 | 0x04000000,
                 "keep_fds": 3, "no_new_keyring": True, "target": "pid",
                 "source": "test", "gone_msg": "the target is gone"}
         try:

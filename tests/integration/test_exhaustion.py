@@ -171,7 +171,7 @@ def test_no_temporary_state_file_after_a_failed_write(tmp_path):
     """write_atomic removes its temporary file when the write fails."""
     import sys
     sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "src"))
-    from hutch.state import write_atomic
+    from hutch.container.record import write_atomic
     full = str(tmp_path / "f")
     os.makedirs(full)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8k", "hutch-test-full", full],

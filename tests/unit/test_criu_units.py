@@ -5,7 +5,7 @@ import os
 
 from hutch.cgroups import Hierarchy
 from hutch.criu import Worker
-from hutch.criu.container import lock_for, yard_binds
+from hutch.criu.host import lock_for, yard_binds
 
 
 def test_no_network_lock_only_for_an_own_namespace_with_nothing_outside():

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from hutch import lsm, tenant
+from hutch import lsm
+from hutch.container import exec as tenant
+from hutch.container.plan import ProcessPlan
 from hutch.errors import HutchError
 from hutch.process import finalize
 
@@ -19,7 +21,7 @@ def _base():
                         "no_new_privileges": True, "rlimits": [[7, 10, 20, "RLIMIT_NOFILE"]],
                         "oom_score_adj": 3, "seccomp": None, "apparmor": None,
                         "selinux": None}}
-    return tenant.base_process(info)
+    return ProcessPlan.from_record(info["process"])
 
 
 def test_parse_user_forms():
@@ -36,12 +38,12 @@ def test_overrides_over_the_init_process():
     p = tenant.apply_overrides(_base(), args=["sh"], env=["A=2", "B=3"], cwd="/tmp",
                                user="1:2", additional_gids=["9"], caps=["sys_admin"],
                                no_new_privs=True, tty=True)
-    assert p["env"] == ["PATH=/bin", "A=2", "B=3"]
-    assert (p["cwd"], p["uid"], p["gid"], p["additional_gids"]) == ("/tmp", 1, 2, [7, 9])
+    assert p.env == ["PATH=/bin", "A=2", "B=3"]
+    assert (p.cwd, p.uid, p.gid, p.additional_gids) == ("/tmp", 1, 2, [7, 9])
     for k in tenant.CAP_SETS:
-        assert "CAP_SYS_ADMIN" in p["capabilities"][k]
-    assert p["capabilities"]["bounding"] == ["CAP_KILL", "CAP_SYS_ADMIN"]
-    assert p["terminal"] and p["rlimits"] == [(7, 10, 20, "RLIMIT_NOFILE")]
+        assert "CAP_SYS_ADMIN" in p.capabilities[k]
+    assert p.capabilities["bounding"] == ["CAP_KILL", "CAP_SYS_ADMIN"]
+    assert p.terminal and p.rlimits == [(7, 10, 20, "RLIMIT_NOFILE")]
     for kw, msg in (({"caps": ["CAP_NOPE"]}, "unknown capability"),
                     ({"cwd": "rel"}, "absolute"), ({"env": ["=x"]}, "KEY=value"),
                     ({"additional_gids": ["x"]}, "not a number")):
@@ -55,21 +57,21 @@ def test_process_json_replaces_given_fields_and_keeps_the_init_confinement(tmp_p
     path = tmp_path / "p.json"
     path.write_text(json.dumps({"args": ["ls"], "env": ["X=1"], "cwd": "/",
                                 "user": {"uid": 3, "gid": 4}}))
-    p = tenant.process_from_json(str(path), _base())
-    assert (p["args"], p["env"], p["uid"], p["gid"]) == (["ls"], ["X=1"], 3, 4)
+    p = tenant.from_process_json(str(path), _base())
+    assert (p.args, p.env, p.uid, p.gid) == (["ls"], ["X=1"], 3, 4)
     # left out: the init's capabilities, no_new_privs and rlimits stay
-    assert p["capabilities"]["bounding"] == ["CAP_KILL"]
-    assert p["no_new_privileges"] and p["rlimits"] == [(7, 10, 20, "RLIMIT_NOFILE")]
+    assert p.capabilities["bounding"] == ["CAP_KILL"]
+    assert p.no_new_privileges and p.rlimits == [(7, 10, 20, "RLIMIT_NOFILE")]
     path.write_text(json.dumps({"args": ["ls"], "noNewPrivileges": False,
                                 "capabilities": {"bounding": []}}))
-    p = tenant.process_from_json(str(path), _base())
-    assert not p["no_new_privileges"] and p["capabilities"]["bounding"] == []
+    p = tenant.from_process_json(str(path), _base())
+    assert not p.no_new_privileges and p.capabilities["bounding"] == []
     path.write_text(json.dumps({"args": "ls"}))
     with pytest.raises(HutchError, match=r"process.json: args: expected"):
-        tenant.process_from_json(str(path), _base())
+        tenant.from_process_json(str(path), _base())
     path.write_text("{")
     with pytest.raises(HutchError, match="not valid JSON"):
-        tenant.process_from_json(str(path), _base())
+        tenant.from_process_json(str(path), _base())
 
 
 def test_names_resolve_in_the_containers_etc(tmp_path):

@@ -6,7 +6,9 @@ import sys
 
 from hypothesis import given, settings, strategies as st
 
-from hutch import jsonlite, seccomp, tenant
+from hutch import jsonlite, seccomp
+from hutch.container import exec as tenant
+from hutch.container.plan import ProcessPlan
 from hutch.cgroups import resources
 from hutch.errors import HutchError
 
@@ -54,7 +56,7 @@ def test_process_json_never_crashes(tmp_path_factory, data):
                         "rlimits": [], "oom_score_adj": None, "seccomp": None,
                         "apparmor": None, "selinux": None}}
     try:
-        proc = tenant.process_from_json(str(path), tenant.base_process(init))
+        proc = tenant.from_process_json(str(path), ProcessPlan.from_record(init["process"]))
         tenant.apply_overrides(proc)
     except HutchError as e:
         _one_line(e)

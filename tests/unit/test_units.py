@@ -16,7 +16,7 @@ from hutch.rootfs import mounts as M
 from hutch.rootfs.setup import Rootfs
 from hutch.spec.config import parse_config
 from hutch.spec.defaults import spec
-from hutch.state import validate_id
+from hutch.container.record import validate_id
 
 
 def test_jsonlite_roundtrip():

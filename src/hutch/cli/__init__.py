@@ -63,7 +63,7 @@ global options:
 
 class Globals:
     def __init__(self, opts):
-        from ..state import default_root
+        from ..container.record import default_root
         self.root = os.path.abspath(opts["root"] or default_root())
         self.log = opts["log"]
         self.log_format = opts["log_format"] or "text"
@@ -73,7 +73,7 @@ class Globals:
         self.rootless = opts["rootless"] or "auto"
 
     def is_rootless(self):
-        from ..container import is_rootless
+        from ..container.create import is_rootless
         return is_rootless(self.rootless)
 
     def check_cgroup_driver(self):

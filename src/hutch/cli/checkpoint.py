@@ -73,10 +73,13 @@ def run(g, argv):
     C.check_version(criu, g.root)
     # CRIU's start-up (~3 ms) runs alongside the rest of hutch's
     worker = C.Swrk(criu)
-    from ..criu.container import checkpoint
-    checkpoint(g.root, cid, o["image_path"] or "checkpoint", o["work_path"],
-               o["parent_path"], o["leave"], o["tcp"], o["ext_unix_sk"], o["shell_job"],
-               o["file_locks"], o["pre_dump"], o["page_server"], o["lazy"],
-               o["status_fd"] if o["status_fd"] is not None else -1, mode, empty,
-               o["auto_dedup"], criu, worker=worker)
+    from ..container.checkpoint import CheckpointOptions, checkpoint
+    checkpoint(g.root, cid, o["image_path"] or "checkpoint", CheckpointOptions(
+        work_path=o["work_path"], parent_path=o["parent_path"], leave_running=o["leave"],
+        tcp_established=o["tcp"], ext_unix_sk=o["ext_unix_sk"],
+        shell_job=o["shell_job"], file_locks=o["file_locks"], pre_dump=o["pre_dump"],
+        page_server=o["page_server"], lazy_pages=o["lazy"],
+        status_fd=o["status_fd"] if o["status_fd"] is not None else -1,
+        manage_cgroups_mode=mode, empty_ns=empty, auto_dedup=o["auto_dedup"],
+        criu=criu, worker=worker))
     return 0

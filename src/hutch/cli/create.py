@@ -27,14 +27,15 @@ def common(g, o):
     g.check_cgroup_driver()
     if (o["preserve_fds"] or 0) < 0:
         raise HutchError("--preserve-fds must not be negative")
-    return dict(console_socket=o["console_socket"], pid_file=o["pid_file"],
-                no_pivot=o["no_pivot"], no_new_keyring=o["no_new_keyring"],
-                preserve_fds=o["preserve_fds"] or 0, rootless=g.is_rootless())
+    from ..container.create import CreateOptions
+    return CreateOptions(console_socket=o["console_socket"], pid_file=o["pid_file"],
+                         no_pivot=o["no_pivot"], no_new_keyring=o["no_new_keyring"],
+                         preserve_fds=o["preserve_fds"] or 0, rootless=g.is_rootless())
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.create import create
     o, pos = args.parse(argv, SPEC, "create")
     cid = args.one_id(pos, "create")
-    container.create(g.root, cid, o["bundle"] or ".", **common(g, o))
+    create(g.root, cid, o["bundle"] or ".", common(g, o))
     return 0

@@ -10,8 +10,8 @@ SPEC = {"--force": ("force", "bool"), "-f": ("force", "bool")}
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.lifecycle import delete
     o, pos = args.parse(argv, SPEC, "delete")
     for cid in pos or [args.one_id(pos, "delete")]:
-        container.delete(g.root, cid, o["force"])
+        delete(g.root, cid, o["force"])
     return 0

@@ -37,18 +37,17 @@ def run(g, argv):
 
 def _run(g, argv):
     import os
-    from .. import tenant
+    from ..container import exec as E
+    from ..container.plan import ProcessPlan
     o, pos = args.parse(argv, SPEC, "enter", stop_at_positional=True)
     if o["pid"] is None:
         raise args.Usage("enter: --pid PID is required")
     if not pos:
         raise args.Usage("enter: no command given")
-    proc = tenant._blank_process()
-    proc["env"] = [f"{k}={v}" for k, v in os.environ.items()]
-    proc["cwd"] = None
+    proc = ProcessPlan(env=[f"{k}={v}" for k, v in os.environ.items()], cwd=None)
     if o["cap"]:
-        proc["capabilities"] = {k: [] for k in tenant.CAP_SETS}
-    tenant.apply_overrides(proc, args=pos, env=o["env"], cwd=o["cwd"], user=o["user"],
-                           caps=o["cap"], no_new_privs=o["nnp"])
+        proc.capabilities = {k: [] for k in E.CAP_SETS}
+    E.apply_overrides(proc, args=pos, env=o["env"], cwd=o["cwd"], user=o["user"],
+                      caps=o["cap"], no_new_privs=o["nnp"])
     ns = [t for x in o["ns"] for t in x.split(",") if t] or None
-    return tenant.enter(o["pid"], proc, ns, o["cgroups"], o["detach"], o["pid_file"])
+    return E.enter(o["pid"], proc, ns, o["cgroups"], o["detach"], o["pid_file"])

@@ -39,7 +39,8 @@ def parse_duration(s):
 
 
 def run(g, argv):
-    from .. import container, jsonlite
+    from .. import jsonlite
+    from ..container import cgroupverbs as container
     o, pos = args.parse(argv, SPEC, "events")
     cid = args.one_id(pos, "events")
     if o["stats"]:

@@ -48,8 +48,8 @@ def run(g, argv):
 
 
 def _run(g, argv):
-    from .. import tenant
-    from ..container import load
+    from ..container import exec as E
+    from ..container.plan import ProcessPlan
     from ..errors import HutchError
     o, pos = args.parse(argv, SPEC, "exec", stop_at_positional=True)
     if not pos:
@@ -59,24 +59,27 @@ def _run(g, argv):
         raise args.Usage("exec: give either --process FILE or COMMAND, not both")
     if (o["preserve_fds"] or 0) < 0:
         raise HutchError("--preserve-fds must not be negative", 22)
-    cdir = load(g.root, cid)        # exec_in releases it once the process runs
-    base = tenant.base_process(tenant._exec_info(cdir.data))
-    if o["process"]:
-        proc = tenant.process_from_json(o["process"], base)
-        source = "process.json"
-    else:
-        proc, source = base, "config.json"
-    if o["cwd"] is not None:
-        source = "--cwd"
-    tenant.apply_overrides(
-        proc, args=command or None, env=o["env"], cwd=o["cwd"], user=o["user"],
-        additional_gids=[x for g_ in o["gids"] for x in g_.split(",") if x],
-        caps=o["cap"], no_new_privs=o["nnp"], apparmor=o["apparmor"],
-        process_label=o["label"], tty=True if o["tty"] else None)
-    from .. import lsm
-    lsm.check(proc["apparmor"], proc["selinux"], "exec")
-    return tenant.exec_in(g.root, cid, proc, detach=o["detach"], pid_file=o["pid_file"],
-                          console_socket=o["console_socket"],
-                          preserve_fds=o["preserve_fds"] or 0,
-                          ignore_paused=o["ignore_paused"], cgroups=o["cgroup"],
-                          source=source, cdir=cdir)
+    cdir, info = E.prepare(g.root, cid)     # exec_in releases it once the process runs
+    try:
+        base = ProcessPlan.from_record(info.process)
+        if o["process"]:
+            proc = E.from_process_json(o["process"], base)
+            source = "process.json"
+        else:
+            proc, source = base, "config.json"
+        if o["cwd"] is not None:
+            source = "--cwd"
+        E.apply_overrides(
+            proc, args=command or None, env=o["env"], cwd=o["cwd"], user=o["user"],
+            additional_gids=[x for g_ in o["gids"] for x in g_.split(",") if x],
+            caps=o["cap"], no_new_privs=o["nnp"], apparmor=o["apparmor"],
+            process_label=o["label"], tty=True if o["tty"] else None)
+        from .. import lsm
+        lsm.check(proc.apparmor, proc.selinux, "exec")
+    except BaseException:
+        cdir.unlock()
+        raise
+    return E.exec_in(cdir, info, proc, E.ExecOptions(
+        detach=o["detach"], pid_file=o["pid_file"], console_socket=o["console_socket"],
+        preserve_fds=o["preserve_fds"] or 0, ignore_paused=o["ignore_paused"],
+        cgroups=o["cgroup"], source=source))

@@ -38,11 +38,11 @@ def parse_signal(s):
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.lifecycle import kill
     from ..errors import HutchError
     o, pos = args.parse(argv, SPEC, "kill")
     if not 1 <= len(pos) <= 2:
         raise HutchError('"kill" requires 1 or 2 arguments: ID [SIGNAL]')
     sig = parse_signal(pos[1]) if len(pos) == 2 else 15
-    container.kill(g.root, pos[0], sig, o["all"])
+    kill(g.root, pos[0], sig, o["all"])
     return 0

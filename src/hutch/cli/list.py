@@ -11,13 +11,13 @@ SPEC = {"--quiet": ("quiet", "bool"), "-q": ("quiet", "bool"),
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.lifecycle import list_all
     from ..errors import HutchError
     o, pos = args.parse(argv, SPEC, "list")
     fmt = o["format"] or "table"
     if fmt not in ("table", "json"):
         raise HutchError(f"invalid format {fmt!r} (table or json)")
-    items = container.list_all(g.root)
+    items = list_all(g.root)
     if o["quiet"]:
         sys.stdout.write("".join(i["id"] + "\n" for i in items))
     elif fmt == "json":

@@ -23,7 +23,7 @@ SPEC = {"--shared-storage": ("shared", "bool"), "--tcp-established": ("tcp", "bo
 
 def run(g, argv):
     import sys
-    from ..criu.migrate import migrate
+    from ..migrate.source import migrate
     o, pos = args.parse(argv, SPEC, "migrate")
     if len(pos) != 2:
         raise args.Usage('"migrate" requires 2 arguments: ID HOST:PORT')

@@ -7,7 +7,7 @@ from . import args
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.cgroupverbs import pause
     _, pos = args.parse(argv, {}, "pause")
-    container.pause(g.root, args.one_id(pos, "pause"))
+    pause(g.root, args.one_id(pos, "pause"))
     return 0

@@ -12,7 +12,8 @@ SPEC = {"--format": ("format", "str"), "-f": ("format", "str")}
 
 
 def run(g, argv):
-    from .. import container, jsonlite
+    from .. import jsonlite
+    from ..container.cgroupverbs import pids as container_pids
     from ..errors import HutchError
     o, pos = args.parse(argv, SPEC, "ps", stop_at_positional=True)
     if not pos:
@@ -20,7 +21,7 @@ def run(g, argv):
     fmt = o["format"] or "table"
     if fmt not in ("table", "json"):
         raise args.Usage(f"invalid format option {fmt!r} (table or json)")
-    pids = container.pids(g.root, pos[0])
+    pids = container_pids(g.root, pos[0])
     if fmt == "json":
         # runc's encoding: compact, and null for none
         sys.stdout.write((jsonlite.dumps(pids, compact=True) if pids else "null") +

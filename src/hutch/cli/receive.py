@@ -17,7 +17,7 @@ SPEC = {"--listen": ("listen", "str"), "--bundle-dir": ("bundle_dir", "str"),
 
 
 def run(g, argv):
-    from ..criu.migrate import receive
+    from ..migrate.destination import receive
     import sys
     o, pos = args.parse(argv, SPEC, "receive")
     if pos:

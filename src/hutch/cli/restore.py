@@ -44,14 +44,18 @@ def help_status(g):
 
 
 def run(g, argv):
-    from ..criu.container import restore
+    from ..container.restore import RestoreOptions, restore
     from .checkpoint import parse_common
     o, pos = args.parse(argv, SPEC, "restore")
     cid = args.one_id(pos, "restore")
     mode, empty = parse_common(o)
     g.check_cgroup_driver()
     return restore(g.root, cid, o["bundle"] or ".", o["image_path"] or "checkpoint",
-                   o["work_path"], o["detach"], o["pid_file"], o["console_socket"],
-                   o["no_subreaper"], o["no_pivot"], o["tcp"], o["ext_unix_sk"],
-                   o["shell_job"], o["file_locks"], o["lazy"], mode, empty,
-                   o["auto_dedup"], g.criu)
+                   RestoreOptions(
+                       work_path=o["work_path"], detach=o["detach"],
+                       pid_file=o["pid_file"], console_socket=o["console_socket"],
+                       no_subreaper=o["no_subreaper"], no_pivot=o["no_pivot"],
+                       tcp_established=o["tcp"], ext_unix_sk=o["ext_unix_sk"],
+                       shell_job=o["shell_job"], file_locks=o["file_locks"],
+                       lazy_pages=o["lazy"], manage_cgroups_mode=mode, empty_ns=empty,
+                       auto_dedup=o["auto_dedup"], criu=g.criu))

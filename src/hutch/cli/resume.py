@@ -6,7 +6,7 @@ from . import args
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.cgroupverbs import resume
     _, pos = args.parse(argv, {}, "resume")
-    container.resume(g.root, args.one_id(pos, "resume"))
+    resume(g.root, args.one_id(pos, "resume"))
     return 0

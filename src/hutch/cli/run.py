@@ -17,8 +17,8 @@ SPEC = dict(CREATE_SPEC, **{"--detach": ("detach", "bool"), "-d": ("detach", "bo
 
 
 def run(g, argv):
-    from .. import runner
+    from ..container.run import run as run_container
     o, pos = args.parse(argv, SPEC, "run")
     cid = args.one_id(pos, "run")
-    return runner.run(g.root, cid, o["bundle"] or ".", detach=o["detach"], keep=o["keep"],
-                      **common(g, o))
+    return run_container(g.root, cid, o["bundle"] or ".", common(g, o),
+                         detach=o["detach"], keep=o["keep"])

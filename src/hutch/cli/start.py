@@ -6,7 +6,7 @@ from . import args
 
 
 def run(g, argv):
-    from .. import container
+    from ..container.lifecycle import start
     _, pos = args.parse(argv, {}, "start")
-    container.start(g.root, args.one_id(pos, "start"))
+    start(g.root, args.one_id(pos, "start"))
     return 0

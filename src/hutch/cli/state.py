@@ -8,8 +8,9 @@ from . import args
 
 
 def run(g, argv):
-    from .. import container, jsonlite
+    from .. import jsonlite
+    from ..container.lifecycle import state
     _, pos = args.parse(argv, {}, "state")
-    st = container.state(g.root, args.one_id(pos, "state"))
+    st = state(g.root, args.one_id(pos, "state"))
     sys.stdout.write(jsonlite.dumps_pretty(st) + "\n")
     return 0

@@ -67,7 +67,8 @@ def parse_bytes(flag, s):
 
 
 def run(g, argv):
-    from .. import container, jsonlite
+    from .. import jsonlite
+    from ..container.cgroupverbs import update
     from ..errors import HutchError
     o, pos = args.parse(argv, SPEC, "update")
     cid = args.one_id(pos, "update")
@@ -103,5 +104,5 @@ def run(g, argv):
         res.setdefault(section, {})[key] = val
     if not res:
         raise args.Usage("update: nothing to update: give --resources or a limit flag")
-    container.update(g.root, cid, res)
+    update(g.root, cid, res)
     return 0

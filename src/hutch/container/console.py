@@ -1,58 +1,28 @@
-"""Running a container in the foreground: create, start, forward signals, wait,
-delete, and return the exit status (128+N for a signal).  Used by `hutch run` and
-`hutch sandbox`.
-
-hutch is a child subreaper while it creates the container, so the init becomes
-hutch's own child and its exit status can be collected directly.  With
-``process.terminal`` and no --console-socket, hutch makes the console socket itself
-and copies bytes between its own stdio and the container's pty.
+"""The terminal and the foreground: the console socket, the pty master a
+container sends, copying between it and hutch's own stdio, and waiting for a
+child while forwarding signals to it (`run`, a foreground `exec`, `restore`).
 """
 
 import os
 import _signal as signal
 
-from . import container
-from .errors import HutchError
+from ..errors import HutchError
 
 FORWARD = (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT, signal.SIGTERM,
            signal.SIGUSR1, signal.SIGUSR2, signal.SIGWINCH, signal.SIGCONT)
 
 
-def run(root, cid, bundle, detach=False, cfg=None, keep=False, **kw):
-    proxy = None
-    if cfg is None:
-        from .spec.config import load_config
-        cfg = load_config(os.path.abspath(bundle))
-    want_tty = bool(cfg.process and cfg.process.terminal)
-    if want_tty and not kw.get("console_socket"):
-        if detach:
-            raise HutchError("cannot allocate a tty when hutch detaches without "
-                             "--console-socket")
-        from .process.channel import socketpair
-        ours, theirs = socketpair()
-        kw["console_fd"] = theirs
-        proxy = ours
+def connect(path):
+    """A connected --console-socket (its fd)."""
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     try:
-        st = container.create(root, cid, bundle, cfg=cfg, **kw)
-    finally:
-        if "console_fd" in kw:
-            os.close(kw["console_fd"])
-    pid = st["pid"]
-    master = _recv_master(proxy) if proxy is not None else None
-    if not detach:
-        hold_signals()      # from the start of the user's program until forwarding
-    try:
-        container.start(root, cid)
-    except BaseException:
-        release_signals()
-        container.delete(root, cid, force=True)
-        raise
-    if detach:
-        return 0
-    code = wait_child(pid, master)
-    if not keep:
-        container.delete(root, cid, force=True)
-    return code
+        s.connect(path)
+    except OSError as e:
+        s.close()
+        raise HutchError(f"connect to --console-socket {path}: {e.strerror}",
+                         e.errno) from None
+    return s.detach()
 
 
 def wait_child(pid, master=None):
@@ -104,8 +74,9 @@ def _forward(pidfd, n):
         pass
 
 
-def _recv_master(sock_fd):
-    from .process.channel import recv_fds
+def recv_master(sock_fd):
+    """The pty master the container sends over ``sock_fd`` (closed here)."""
+    from ..process.channel import recv_fds
     try:
         return recv_fds(sock_fd, 1, bufsize=1024)[0]
     except OSError:

@@ -9,83 +9,63 @@ the values it gives; capabilities, rlimits and labels it leaves out fall back to
 the init's, as in runc.
 """
 
+import errno
 import os
 
-from .errors import ConfigError, HutchError, NotRunning, failpoint
-from .spec.config import NAMESPACES
+from ..errors import HutchError, failpoint
+from ..spec.config import NAMESPACES
+from .plan import Options
 
-CREATE_KEYS = ("env", "cwd", "uid", "gid", "additional_gids", "umask", "capabilities",
-               "no_new_privileges", "rlimits", "oom_score_adj", "seccomp", "apparmor",
-               "selinux")
 CAP_SETS = ("bounding", "effective", "permitted", "inheritable", "ambient")
 
 
+class ExecOptions(Options):
+    """runc's exec flags that are not about the process itself."""
+    detach = False
+    pid_file = None
+    console_socket = None
+    preserve_fds = 0
+    ignore_paused = False
+    cgroups = ()              # --cgroup [ctrl,...:]path
+    source = "config.json"    # what the cwd came from, for the error message
+
+
 # --- building the process -------------------------------------------------------
-def _blank_process():
-    return {"args": [], "env": [], "cwd": "/", "uid": 0, "gid": 0,
-            "additional_gids": [], "umask": None, "capabilities": None,
-            "no_new_privileges": False, "rlimits": [], "oom_score_adj": None,
-            "seccomp": None, "apparmor": None, "selinux": None, "terminal": False,
-            "console_size": None, "user_name": None, "group_name": None}
-
-
-def base_process(info):
-    """The init's process as recorded at create: the starting point of an exec."""
-    proc = _blank_process()
-    proc.update({k: v for k, v in info["process"].items() if k in CREATE_KEYS})
-    proc["rlimits"] = [tuple(r) for r in proc["rlimits"]]
-    if proc["seccomp"] is not None:
-        from .seccomp import from_state
-        proc["seccomp"] = from_state(proc["seccomp"])
-    return proc
-
-
-def process_from_json(path, base):
-    """An exec process.json, over the init's process (see the module doc)."""
-    from . import jsonlite
-    from .spec.config import _V, parse_process
+def prepare(root, cid):
+    """The container's directory, locked (:func:`exec_in` releases it), and
+    the init's confinement (:class:`plan.ExecRecord`)."""
+    from .lifecycle import load
+    from .plan import ExecRecord
+    cdir = load(root, cid)
     try:
-        with open(path, "rb") as f:
-            data = jsonlite.loads(f.read())
-    except OSError as e:
-        raise HutchError(f"read --process {path}: {e.strerror}", e.errno) from None
-    except ValueError as e:
-        raise ConfigError(f"process.json: not valid JSON: {e}") from None
-    v = _V(data, "", "process.json")
-    p = parse_process(v)
-    proc = dict(base)
-    proc.update(args=p.args, env=p.env, cwd=p.cwd, uid=p.uid, gid=p.gid,
-                additional_gids=p.additional_gids, umask=p.umask,
-                terminal=p.terminal, console_size=p.console_size)
-    if "capabilities" in data:
-        proc["capabilities"] = p.capabilities
-    if "noNewPrivileges" in data:
-        proc["no_new_privileges"] = p.no_new_privileges
-    if p.rlimits:
-        proc["rlimits"] = p.rlimits
-    if p.oom_score_adj is not None:
-        proc["oom_score_adj"] = p.oom_score_adj
-    if p.apparmor_profile:
-        proc["apparmor"] = p.apparmor_profile
-    if p.selinux_label:
-        proc["selinux"] = p.selinux_label
-    return proc
+        return cdir, ExecRecord.from_record(cdir.data, root)
+    except BaseException:
+        cdir.unlock()
+        raise
+
+
+def from_process_json(path, base):
+    """An exec --process file over ``base`` (see :meth:`ProcessPlan.over_json`)."""
+    from .plan import process_json
+    data, p = process_json(path)
+    return base.over_json(data, p)
 
 
 def parse_user(spec):
     """``uid[:gid]``, either part numeric or a name looked up in the container.
     Returns (uid, gid, user_name, group_name) with None for what is not given."""
-    from .spec.config import U32
+    from ..spec.config import U32
     user, sep, group = spec.partition(":")
     if not user or (sep and not group):
-        raise HutchError(f"invalid --user {spec!r}: expected uid[:gid]", 22)
+        raise HutchError(f"invalid --user {spec!r}: expected uid[:gid]", errno.EINVAL)
     out = []
     for part in (user, group):
         if not part:
             out.append((None, None))
         elif part.isdigit():
             if int(part) >= U32:
-                raise HutchError(f"invalid --user {spec!r}: {part} is out of range", 34)
+                raise HutchError(f"invalid --user {spec!r}: {part} is out of range",
+                                 errno.ERANGE)
             out.append((int(part), None))
         else:
             out.append((None, part))
@@ -96,71 +76,58 @@ def apply_overrides(proc, args=None, env=(), cwd=None, user=None, additional_gid
                     caps=(), no_new_privs=False, apparmor=None, process_label=None,
                     tty=None):
     """runc's exec flags over a process (argv form or --process)."""
-    from . import capabilities as C
+    from .. import capabilities as C
     if args is not None:
-        proc["args"] = list(args)
+        proc.args = list(args)
     if env:
         keys = {e.partition("=")[0] for e in env}
-        proc["env"] = [e for e in proc["env"] if e.partition("=")[0] not in keys]
+        proc.env = [e for e in proc.env if e.partition("=")[0] not in keys]
         for e in env:
             if "=" not in e or e.startswith("="):
-                raise HutchError(f"invalid --env {e!r}: expected KEY=value", 22)
-            proc["env"].append(e)
+                raise HutchError(f"invalid --env {e!r}: expected KEY=value",
+                                 errno.EINVAL)
+            proc.env.append(e)
     if cwd is not None:
         if not cwd.startswith("/"):
-            raise HutchError(f"invalid --cwd {cwd!r}: not an absolute path", 22)
-        proc["cwd"] = cwd
+            raise HutchError(f"invalid --cwd {cwd!r}: not an absolute path",
+                             errno.EINVAL)
+        proc.cwd = cwd
     if user is not None:
         uid, gid, uname, gname = parse_user(user)
         if uid is not None:
-            proc["uid"] = uid
+            proc.uid = uid
         if gid is not None:
-            proc["gid"] = gid
-        proc["user_name"], proc["group_name"] = uname, gname
+            proc.gid = gid
+        proc.user_name, proc.group_name = uname, gname
     for g in additional_gids:
         if not g.isdigit():
-            raise HutchError(f"invalid --additional-gids {g!r}: not a number", 22)
-        if int(g) not in proc["additional_gids"]:
-            proc["additional_gids"] = proc["additional_gids"] + [int(g)]
+            raise HutchError(f"invalid --additional-gids {g!r}: not a number",
+                             errno.EINVAL)
+        if int(g) not in proc.additional_gids:
+            proc.additional_gids = proc.additional_gids + [int(g)]
     if caps:
-        sets = {k: list(v) for k, v in (proc["capabilities"] or {}).items()}
+        sets = {k: list(v) for k, v in (proc.capabilities or {}).items()}
         for c in caps:
             if C.number(c) is None:
-                raise HutchError(f"invalid --cap {c!r}: unknown capability", 22)
+                raise HutchError(f"invalid --cap {c!r}: unknown capability",
+                                 errno.EINVAL)
             name = C.NAMES[C.number(c)]
             for k in CAP_SETS:
                 if name not in sets.setdefault(k, []):
                     sets[k].append(name)
-        proc["capabilities"] = sets
+        proc.capabilities = sets
     if no_new_privs:
-        proc["no_new_privileges"] = True
+        proc.no_new_privileges = True
     if apparmor:
-        proc["apparmor"] = apparmor
+        proc.apparmor = apparmor
     if process_label:
-        proc["selinux"] = process_label
+        proc.selinux = process_label
     if tty is not None:
-        proc["terminal"] = tty
-    if not proc["args"]:
+        proc.terminal = tty
+    if not proc.args:
         raise HutchError("exec: no command given (pass COMMAND [ARGS...] or "
-                         "--process FILE)", 22)
+                         "--process FILE)", errno.EINVAL)
     return proc
-
-
-def _exec_info(d):
-    """The confinement recorded at create (older state: from the bundle)."""
-    info = d.get("exec")
-    if info is not None:
-        return info
-    from .container import _process_plan
-    from .spec.config import load_config
-    cfg = load_config(d["bundle"])
-    prog = None
-    if cfg.seccomp is not None:
-        from .seccomp import compile
-        prog = compile(cfg.seccomp)
-    proc = _process_plan(cfg.process, prog)
-    return {"process": proc, "namespaces": sorted(cfg.namespaces),
-            "no_new_keyring": False}
 
 
 # --- cgroups --------------------------------------------------------------------
@@ -178,12 +145,14 @@ def sub_cgroup_paths(paths, specs):
         parts = [p for p in sub.split("/") if p and p != "."]
         if ".." in parts:
             raise HutchError(f"invalid --cgroup argument: {sub} is not a sub cgroup "
-                             "path (it must be below the container's cgroup)", 22)
+                             "path (it must be below the container's cgroup)",
+                             errno.EINVAL)
         wanted = ctrls.split(",") if sep else None
         for c in wanted or ():
             if c not in known and not (c == "" and "unified" in paths):
                 raise HutchError(f"invalid --cgroup argument: unknown controller {c!r} "
-                                 f"(the container's: {', '.join(sorted(known))})", 22)
+                                 f"(the container's: {', '.join(sorted(known))})",
+                                 errno.EINVAL)
         matched = False
         for key, path in paths.items():
             names = set(key.split(",")) | ({"unified"} if key == "unified" else set())
@@ -196,7 +165,7 @@ def sub_cgroup_paths(paths, specs):
             out[key] = os.path.join(path, *parts)
         if not matched:
             raise HutchError(f"--cgroup {spec!r}: the container has no cgroup with "
-                             f"controller {ctrls!r}", 2)
+                             f"controller {ctrls!r}", errno.ENOENT)
     return out
 
 
@@ -208,73 +177,59 @@ def _join_cgroups(paths, pid):
                 f.write(str(pid))
         except OSError as e:
             hint = " (exec joins an existing sub-cgroup: create it first)" \
-                if e.errno == 2 else ""
+                if e.errno == errno.ENOENT else ""
             raise HutchError(f"adding pid {pid} to cgroups: open {procs}: "
                              f"{e.strerror.lower()}{hint}", e.errno) from None
 
 
 # --- exec -----------------------------------------------------------------------
-def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
-            preserve_fds=0, ignore_paused=False, cgroups=(), source="config.json",
-            cdir=None):
-    """Runs ``proc`` (see :func:`base_process`) in container ``cid``.  Returns the
-    exit code (0 right away with ``detach``).  ``cdir``: the container's loaded
-    state directory, when the caller has it already (locked or not).
+def exec_in(cdir, info, proc, opts=None):
+    """Runs ``proc`` (a :class:`ProcessPlan`) in the container whose directory
+    ``cdir`` is (locked, from :func:`prepare`), confined as ``info`` (its
+    :class:`plan.ExecRecord`).  Returns the exit code (0 at once with
+    ``opts.detach``).
 
     The container's lock is held until the helper that enters the container has
     its plan and the init's pidfd, so that exec is serialised with every other
     verb on the container, and released before anything that can wait (a
     process that waits frozen with --ignore-paused, a foreground exec)."""
-    from .container import load
-    if cdir is None:
-        cdir = load(root, cid)
-    elif cdir.lock_fd is None:
+    o = opts or ExecOptions()
+    if cdir.lock_fd is None:
         cdir.lock()
         cdir.load()
     try:
-        return _exec_locked(cid, cdir, proc, detach, pid_file, console_socket,
-                            preserve_fds, ignore_paused, cgroups, source)
+        return _exec_locked(cdir, info, proc, o)
     finally:
         cdir.unlock()
 
 
-def _exec_locked(cid, cdir, proc, detach, pid_file, console_socket, preserve_fds,
-                 ignore_paused, cgroups, source):
-    from .container import _pidfd
+def _exec_locked(cdir, info, proc, o):
+    from .record import check
     failpoint("exec:locked")
     d = cdir.data
-    status = cdir.status()
-    if status == "stopped":
-        raise NotRunning("cannot exec in a stopped container", 3)
-    if status == "creating":
-        raise HutchError("cannot exec in a container that is still being created", 11)
-    if status == "paused" and not ignore_paused:
-        raise HutchError("cannot exec in a paused container (use --ignore-paused to "
-                         "override)", 11)
-    info = _exec_info(d)
-    paths = sub_cgroup_paths((d.get("cgroup") or {}).get("paths") or {}, cgroups)
-    pidfd = _pidfd(d["pid"], d.get("starttime"))
+    check("exec", cdir.status(), ignore_paused=o.ignore_paused)
+    paths = sub_cgroup_paths(d.cgroup_paths, o.cgroups)
+    pidfd = d.pidfd()
     if pidfd is None:
-        raise NotRunning("cannot exec in a stopped container", 3)
+        check("exec", "stopped")
     flags = 0
-    for t in info["namespaces"]:
+    for t in info.namespaces:
         flags |= NAMESPACES[t]
-    plan = {"process": proc, "ns_flags": flags, "keep_fds": 3 + preserve_fds,
-            "no_new_keyring": info.get("no_new_keyring", False),
-            "target": f"container {cid}", "source": source,
-            "gone_msg": "cannot exec in a stopped container"}
-    strict = info.get("strict_guard", True)
+    plan = {"process": proc.wire(), "ns_flags": flags, "keep_fds": 3 + o.preserve_fds,
+            "no_new_keyring": info.no_new_keyring, "target": f"container {cdir.id}",
+            "source": o.source, "gone_msg": "cannot exec in a stopped container"}
+    strict = info.strict_guard
     if not strict:
-        from .linux.exeguard import may_clear_immutable
-        if may_clear_immutable(proc["capabilities"], "user" in info["namespaces"]):
+        from ..linux.exeguard import may_clear_immutable
+        if may_clear_immutable(proc.capabilities, "user" in info.namespaces):
             # from now on the container may hold CAP_LINUX_IMMUTABLE: every later
             # exec must re-exec from the read-only clone too
             strict = True
-            cdir.data.setdefault("exec", {})["strict_guard"] = True
+            d.setdefault("exec", info.to_json())["strict_guard"] = True
             cdir.save()
-    notify_state = cdir.oci_state() if proc["seccomp"] and proc["seccomp"]["notify"] \
+    notify_state = cdir.oci_state() if proc.seccomp and proc.seccomp["notify"] \
         else None
-    return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict,
+    return run_entry(plan, pidfd, paths, o.detach, o.pid_file, o.console_socket, strict,
                      notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,))
 
 
@@ -285,38 +240,37 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     ``detach``, waits for it.  ``started()`` is called once the helper has the
     plan (exec releases the container's lock there); ``keep_from``: fds a
     newly started helper must not inherit (that lock)."""
-    from .container import _connect
-    from .linux import exeguard
-    from .linux import kernel as K
-    from .process import channel, helper
+    from ..linux import exeguard
+    from ..linux import kernel as K
+    from ..process import channel, helper
+    from . import console
     proc = plan["process"]
     csock = proxy = -1
     try:
         if proc["terminal"]:
             if console_socket:
-                csock = _connect(console_socket)
+                csock = console.connect(console_socket)
             elif detach:
                 raise HutchError("cannot allocate a tty when hutch detaches without "
-                                 "--console-socket", 22)
+                                 "--console-socket", errno.EINVAL)
             else:
                 proxy, csock = channel.socketpair()
         elif console_socket:
             raise HutchError("cannot use --console-socket without a terminal (pass "
-                             "--tty, or terminal: true in process.json)", 22)
+                             "--tty, or terminal: true in process.json)", errno.EINVAL)
     except BaseException:
         os.close(pidfd)
         raise
-    from . import runner
     K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
     exeguard.protect_self()
     if not detach:
-        runner.hold_signals()
+        console.hold_signals()
     h = helper.take(close=tuple(fd for fd in keep_from if fd is not None),
                     kind="enter", strict=strict)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:
-        from .log import debug
+        from ..log import debug
         debug(f"nsexec container setup: the exec helper is pid {hpid}")
         try:
             _join_cgroups(cgroup_paths, hpid)
@@ -351,7 +305,7 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         debug("setns_init: about to exec: the program runs")
         failpoint("exec:started")
         if pid_file:
-            from .state import write_pid_file
+            from .record import write_pid_file
             write_pid_file(pid_file, child)
     except BaseException:
         import _signal as signal
@@ -367,19 +321,19 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
                     pass
         if proxy >= 0:
             os.close(proxy)
-        runner.release_signals()
+        console.release_signals()
         raise
     finally:
         os.close(sock)
     if detach:
         return 0
-    master = runner._recv_master(proxy) if proxy >= 0 else None
-    return runner.wait_child(child, master)
+    master = console.recv_master(proxy) if proxy >= 0 else None
+    return console.wait_child(child, master)
 
 
 def _pass_notify_fd(sock, prog, pid, state):
-    from .process import channel
-    from .seccomp import send_to_listener
+    from ..process import channel
+    from ..seccomp import send_to_listener
     fd = channel.recv_fds(sock, 1)[0]
     try:
         send_to_listener(prog["listener_path"], fd, pid, state or {},
@@ -393,19 +347,19 @@ def _pass_notify_fd(sock, prog, pid, state):
 def target_namespaces(pid, wanted=None):
     """The namespace types to join for `hutch enter`: ``wanted`` (checked), or
     every type in which ``pid`` differs from hutch."""
-    from .spec.config import NS_PROC_NAME
+    from ..spec.config import NS_PROC_NAME
     out = []
     for t in (wanted or NAMESPACES):
         if t not in NAMESPACES:
             raise HutchError(f"unknown namespace type {t!r} (one of "
-                             f"{', '.join(NAMESPACES)})", 22)
+                             f"{', '.join(NAMESPACES)})", errno.EINVAL)
         name = NS_PROC_NAME[t]
         try:
             theirs = os.stat(f"/proc/{pid}/ns/{name}")
         except FileNotFoundError:
             if wanted:
                 raise HutchError(f"{t} namespaces are not supported by this kernel",
-                                 95) from None
+                                 errno.EOPNOTSUPP) from None
             continue
         except OSError as e:
             raise HutchError(f"read the {t} namespace of pid {pid}: {e.strerror}",
@@ -422,18 +376,18 @@ def target_namespaces(pid, wanted=None):
 def enter(pid, proc, namespaces=None, join_cgroups=False, detach=False,
           pid_file=None):
     """Runs ``proc`` in the namespaces (and optionally the cgroups) of ``pid``."""
-    from .cgroups import hierarchies
+    from ..cgroups import hierarchies
     try:
         pidfd = os.pidfd_open(pid)
     except ProcessLookupError:
-        raise HutchError(f"no process with pid {pid}", 3) from None
+        raise HutchError(f"no process with pid {pid}", errno.ESRCH) from None
     except OSError as e:
         raise HutchError(f"open pid {pid}: {e.strerror}", e.errno) from None
     try:
         types = target_namespaces(pid, namespaces)
         paths = {}
         if join_cgroups:
-            from .cgroups import own_cgroup
+            from ..cgroups import own_cgroup
             for hy in hierarchies():
                 rel = own_cgroup(hy.key, pid)
                 paths[hy.key] = os.path.join(hy.mountpoint, rel.lstrip("/"))
@@ -443,9 +397,9 @@ def enter(pid, proc, namespaces=None, join_cgroups=False, detach=False,
     flags = 0
     for t in types:
         flags |= NAMESPACES[t]
-    if "mount" not in types and proc["cwd"] is None:
-        proc["cwd"] = os.getcwd()
-    plan = {"process": proc, "ns_flags": flags, "keep_fds": 3, "no_new_keyring": True,
+    if "mount" not in types and proc.cwd is None:
+        proc.cwd = os.getcwd()
+    plan = {"process": proc.wire(), "ns_flags": flags, "keep_fds": 3, "no_new_keyring": True,
             "target": f"pid {pid}", "source": "--cwd",
             "gone_msg": f"pid {pid} exited before hutch could enter it"}
     return run_entry(plan, pidfd, paths, detach, pid_file)
