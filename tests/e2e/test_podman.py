@@ -2,7 +2,6 @@
 with conmon in between).  Each check asserts a real effect."""
 
 import json
-import os
 import time
 import uuid
 
