@@ -12,7 +12,9 @@ afterwards:
 - the few host paths the engines insist on (/run/containers, /var/lib/containers,
   /etc/containers/networks, the conmon cgroup) are removed if the session made them.
 
-HUTCH_TEST_RUNTIME=runc runs the same tests against runc.
+HUTCH_TEST_RUNTIME=runc runs the same tests against runc.  The test modules take
+the session's `engines` as a parameter; engines.image is the busybox image both
+engines have, engines.runtime the file they execute.
 """
 
 import os
@@ -38,11 +40,6 @@ def _need(*tools):
                     "them (podman, containerd from Debian)")
 
 
-def runtime_path():
-    """What the engines exec: hutch's launcher, or the runtime under test."""
-    return RUNTIME[0]
-
-
 class Engines:
     def __init__(self, work):
         self.work = work
@@ -50,6 +47,8 @@ class Engines:
         self.containerd = None
         self.netns = "hutch-e2e-" + uuid.uuid4().hex[:6]
         self.name = RUNTIME_NAME if RUNTIME_NAME in ("hutch", "runc") else "ocirt"
+        self.runtime = RUNTIME[0]      # hutch's launcher, or the runtime under test
+        self.image = IMAGE
 
     # --- the private network namespace ---------------------------------------------
     def net(self):
@@ -88,7 +87,7 @@ class Engines:
     def ctr_run(self, *args, **kw):
         """`ctr run` with the runc v2 shim executing the runtime under test."""
         return self.ctr("run", "--runtime", "io.containerd.runc.v2", "--runc-binary",
-                        runtime_path(), "--runc-root", f"{self.work}/containerd/runc",
+                        self.runtime, "--runc-root", f"{self.work}/containerd/runc",
                         *args, **kw)
 
 
@@ -112,7 +111,7 @@ events_logger = "file"
 runtime_supports_json = ["crun", "runc", "kata", "runsc", "krun", "hutch", "ocirt"]
 
 [engine.runtimes]
-{e.name} = ["{runtime_path()}"]
+{e.name} = ["{e.runtime}"]
 
 [network]
 network_config_dir = "{w}/networks"
