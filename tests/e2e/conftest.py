@@ -56,10 +56,12 @@ class Engines:
 
     def sh(self, *cmd, timeout=120, input=None, check=False):
         """A command in the private network namespace; output via files (a detached
-        container keeps its stdio open)."""
+        container keeps its stdio open).  It runs in the work directory: conmon
+        inherits its cwd and makes a file named oom there when a container is
+        OOM-killed (it was left at the repository's root)."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             p = subprocess.run(self.net() + [str(c) for c in cmd], stdout=out,
-                               stderr=err, timeout=timeout, env=self.env,
+                               stderr=err, timeout=timeout, env=self.env, cwd=self.work,
                                input=input.encode() if input is not None else None,
                                stdin=None if input is not None else subprocess.DEVNULL)
             out.seek(0)
@@ -157,7 +159,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     log = open(f"{d}/containerd.log", "w")
     e.containerd = subprocess.Popen(e.net() + ["containerd", "--config",
                                                f"{d}/config.toml"],
-                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    cwd=e.work)
     for _ in range(100):
         if e.ctr("version").returncode == 0:
             break
