@@ -56,8 +56,10 @@ if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$(readlink
     echo "setup: .venv was made with another interpreter; recreating it"
     rm -rf .venv
 fi
-if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c 'import hutch, pytest, hypothesis' 2>/dev/null; then
-    echo "setup: creating .venv with $PY"
+# A venv made before ruff joined the test extras lacks only that: install again.
+if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ruff ] ||
+   ! .venv/bin/python -c 'import hutch, pytest, hypothesis' 2>/dev/null; then
+    echo "setup: creating .venv with $PY (or completing it)"
     "$PY" -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
 fi

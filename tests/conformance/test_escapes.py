@@ -8,9 +8,7 @@ import os
 import threading
 import time
 
-import pytest
-
-from conftest import RUNTIME_NAME, base_config
+from conftest import base_config
 
 
 def _detached(b, cfg):

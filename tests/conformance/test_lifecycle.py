@@ -52,6 +52,9 @@ def test_create_start_kill_delete(bundle):
     # a running container cannot be deleted without --force
     p = b.rt("delete", cid)
     assert p.returncode != 0
+    assert f"cannot delete container {cid} that is not stopped: running" in p.stderr, \
+        p.stderr
+    assert _state(b, cid)["status"] == "running"
     assert b.rt("kill", cid, "KILL").returncode == 0
     _wait_status(b, cid, "stopped")
     p = b.rt("kill", cid, "9")

@@ -7,7 +7,6 @@ import uuid
 import pytest
 
 from conftest import RUNTIME_NAME
-from engine_fixtures import IMAGE, engines  # noqa: F401 - the session fixture
 
 
 def _id():
@@ -15,10 +14,10 @@ def _id():
 
 
 @pytest.fixture
-def task(engines):  # noqa: F811
+def task(engines):
     """A detached task running sleep; killed and deleted afterwards."""
     cid = _id()
-    engines.ctr_run("-d", IMAGE, cid, "sleep", "1000", check=True)
+    engines.ctr_run("-d", engines.image, cid, "sleep", "1000", check=True)
     yield cid
     engines.ctr("task", "kill", "-a", "-s", "SIGKILL", cid)
     for _ in range(50):
@@ -28,22 +27,21 @@ def task(engines):  # noqa: F811
     engines.ctr("containers", "rm", cid)
 
 
-def test_run_output_and_exit_code(engines):  # noqa: F811
-    p = engines.ctr_run("--rm", IMAGE, _id(), "sh", "-c", "echo hello; exit 4")
+def test_run_output_and_exit_code(engines):
+    p = engines.ctr_run("--rm", engines.image, _id(), "sh", "-c", "echo hello; exit 4")
     assert p.stdout == "hello\n" and p.returncode == 4, (p.stdout, p.stderr)
 
 
-def test_run_tty(engines):  # noqa: F811
-    from engine_fixtures import runtime_path
+def test_run_tty(engines):
     cmd = ["ctr", "--address", f"{engines.work}/containerd/containerd.sock",
            "--namespace", "hutch-e2e", "run", "--rm", "-t", "--runtime",
-           "io.containerd.runc.v2", "--runc-binary", runtime_path(), "--runc-root",
-           f"{engines.work}/containerd/runc", IMAGE, _id(), "tty"]
+           "io.containerd.runc.v2", "--runc-binary", engines.runtime, "--runc-root",
+           f"{engines.work}/containerd/runc", engines.image, _id(), "tty"]
     p = engines.sh("script", "-qec", " ".join(cmd), "/dev/null")
     assert "/dev/pts/" in p.stdout, (p.stdout, p.stderr)
 
 
-def test_exec_and_ps(engines, task):  # noqa: F811
+def test_exec_and_ps(engines, task):
     e = engines
     p = e.ctr("task", "exec", "--exec-id", "e1", task, "sh", "-c",
               "echo $$; cat /proc/1/cmdline")
@@ -58,14 +56,15 @@ def test_exec_and_ps(engines, task):  # noqa: F811
     assert ps.returncode == 0 and len(pids) == 1 and pids[0].isdigit(), ps.stdout
 
 
-def test_pause_resume_kill_all_delete(engines, task):  # noqa: F811
+def test_pause_resume_kill_all_delete(engines, task):
     e = engines
     assert e.ctr("task", "pause", task).returncode == 0
     assert "PAUSED" in e.ctr("task", "ls").stdout
     assert e.ctr("task", "resume", task).returncode == 0
     assert "RUNNING" in e.ctr("task", "ls").stdout
     cid = _id()
-    e.ctr_run("-d", IMAGE, cid, "sh", "-c", "sleep 1000 & sleep 1000 & wait", check=True)
+    e.ctr_run("-d", e.image, cid, "sh", "-c", "sleep 1000 & sleep 1000 & wait",
+              check=True)
     try:
         assert e.ctr("task", "kill", "--all", "-s", "SIGKILL", cid).returncode == 0
         for _ in range(50):
@@ -78,10 +77,10 @@ def test_pause_resume_kill_all_delete(engines, task):  # noqa: F811
         e.ctr("containers", "rm", cid)
 
 
-def test_memory_limit_metrics_and_oom(engines):  # noqa: F811
+def test_memory_limit_metrics_and_oom(engines):
     e = engines
     cid = _id()
-    e.ctr_run("-d", "--memory-limit", str(64 << 20), IMAGE, cid, "sleep", "1000",
+    e.ctr_run("-d", "--memory-limit", str(64 << 20), e.image, cid, "sleep", "1000",
               check=True)
     try:
         m = e.ctr("task", "metrics", cid).stdout
@@ -97,14 +96,14 @@ def test_memory_limit_metrics_and_oom(engines):  # noqa: F811
         time.sleep(0.3)
         e.ctr("task", "rm", "-f", cid)
         e.ctr("containers", "rm", cid)
-    p = e.ctr_run("--rm", "--memory-limit", str(32 << 20), IMAGE, _id(), "sh", "-c",
+    p = e.ctr_run("--rm", "--memory-limit", str(32 << 20), e.image, _id(), "sh", "-c",
                   "x=$(head -c 100000000 /dev/zero | tr '\\0' a)")
     assert p.returncode == 137, (p.returncode, p.stderr)
 
 
-def test_errors_surface_through_ctr(engines, task):  # noqa: F811
+def test_errors_surface_through_ctr(engines, task):
     e = engines
-    p = e.ctr_run("--rm", IMAGE, _id(), "no-such-command")
+    p = e.ctr_run("--rm", e.image, _id(), "no-such-command")
     assert p.returncode != 0 and "executable file not found" in p.stderr, p.stderr
     p = e.ctr("task", "exec", "--exec-id", "x1", task, "no-such-command")
     assert p.returncode != 0 and "executable file not found" in p.stderr, p.stderr
@@ -113,12 +112,12 @@ def test_errors_surface_through_ctr(engines, task):  # noqa: F811
 @pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
                    reason="the engine runs runc without --criu, so runc uses Debian's "
                    "CRIU 3.17, which cannot dump on this kernel")
-def test_task_checkpoint(engines):  # noqa: F811
+def test_task_checkpoint(engines):
     """ctr task checkpoint: the shim pauses, checkpoints with --leave-running and
     resumes; the task keeps running and a checkpoint image is stored."""
     e = engines
     cid = _id()
-    e.ctr_run("-d", IMAGE, cid, "sh", "-c",
+    e.ctr_run("-d", e.image, cid, "sh", "-c",
               "i=0; while :; do i=$((i+1)); echo $i > /c; sleep 0.05; done", check=True)
     try:
         time.sleep(0.3)

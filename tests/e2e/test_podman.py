@@ -2,14 +2,12 @@
 with conmon in between).  Each check asserts a real effect."""
 
 import json
-import os
 import time
 import uuid
 
 import pytest
 
 from conftest import RUNTIME_NAME
-from engine_fixtures import IMAGE, engines  # noqa: F401 - the session fixture
 
 
 def _name():
@@ -17,42 +15,44 @@ def _name():
 
 
 @pytest.fixture
-def box(engines):  # noqa: F811
+def box(engines):
     """A detached container running sleep, removed afterwards."""
     name = _name()
-    engines.podman("run", "-d", "--name", name, IMAGE, "sleep", "1000", check=True)
+    engines.podman("run", "-d", "--name", name, engines.image, "sleep", "1000",
+                   check=True)
     yield name
     engines.podman("rm", "-f", "-t", "0", name)
 
 
-def test_run_rm_output_and_exit_code(engines):  # noqa: F811
-    p = engines.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+def test_run_rm_output_and_exit_code(engines):
+    p = engines.podman("run", "--rm", "--network", "none", engines.image, "sh", "-c",
                        "echo hello; exit 3")
     assert p.returncode == 3 and p.stdout == "hello\n", p.stderr
-    p = engines.podman("run", "--rm", "-i", "--network", "none", IMAGE, "cat",
+    p = engines.podman("run", "--rm", "-i", "--network", "none", engines.image, "cat",
                        input="piped-in\n")
     assert p.stdout == "piped-in\n", p.stderr
 
 
-def test_podmans_seccomp_profile_is_in_force(engines):  # noqa: F811
-    p = engines.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+def test_podmans_seccomp_profile_is_in_force(engines):
+    p = engines.podman("run", "--rm", "--network", "none", engines.image, "sh", "-c",
                        "grep -E '^(Seccomp|Seccomp_filters):' /proc/self/status; "
                        "swapon /dev/null 2>&1; true")
     assert "Seccomp:\t2" in p.stdout and "Seccomp_filters:\t1" in p.stdout, p.stdout
     assert "Operation not permitted" in p.stdout
     p = engines.podman("run", "--rm", "--network", "none", "--security-opt",
-                       "seccomp=unconfined", IMAGE, "grep", "^Seccomp:", "/proc/self/status")
+                       "seccomp=unconfined", engines.image, "grep", "^Seccomp:",
+                       "/proc/self/status")
     assert p.stdout.split() == ["Seccomp:", "0"], p.stdout
 
 
-def test_run_tty(engines):  # noqa: F811
+def test_run_tty(engines):
     p = engines.sh("script", "-qec", " ".join(engines.podman_cmd() + [
-        "run", "--rm", "-t", "--network", "none", IMAGE, "sh", "-c",
+        "run", "--rm", "-t", "--network", "none", engines.image, "sh", "-c",
         "'tty; test -t 0 && echo is-a-tty'"]), "/dev/null")
     assert "/dev/pts/" in p.stdout and "is-a-tty" in p.stdout, (p.stdout, p.stderr)
 
 
-def test_exec_flags(engines, box):  # noqa: F811
+def test_exec_flags(engines, box):
     e = engines
     p = e.podman("exec", "-u", "1000", "-w", "/tmp", "-e", "FOO=bar", box, "sh", "-c",
                  "echo $FOO $(id -u) $(pwd)")
@@ -72,10 +72,10 @@ def test_exec_flags(engines, box):  # noqa: F811
     assert p.stdout == "into-exec\n"
 
 
-def test_ps_logs_stop_kill_restart(engines):  # noqa: F811
+def test_ps_logs_stop_kill_restart(engines):
     e = engines
     name = _name()
-    e.podman("run", "-d", "--name", name, IMAGE, "sh", "-c",
+    e.podman("run", "-d", "--name", name, e.image, "sh", "-c",
              "trap 'echo got-term; exit 0' TERM; echo started; "
              "while :; do sleep 0.1; done", check=True)
     try:
@@ -99,7 +99,7 @@ def test_ps_logs_stop_kill_restart(engines):  # noqa: F811
         e.podman("rm", "-f", "-t", "0", name)
 
 
-def test_pause_update_stats_top(engines, box):  # noqa: F811
+def test_pause_update_stats_top(engines, box):
     e = engines
     assert e.podman("pause", box).returncode == 0
     assert e.podman("inspect", "-f", "{{.State.Status}}", box).stdout.strip() == "paused"
@@ -114,29 +114,29 @@ def test_pause_update_stats_top(engines, box):  # noqa: F811
     assert "sleep 1000" in e.podman("top", box).stdout
 
 
-def test_limits_apply_and_oom_is_137(engines):  # noqa: F811
+def test_limits_apply_and_oom_is_137(engines):
     e = engines
     p = e.podman("run", "--rm", "--memory", "64m", "--pids-limit", "20", "--cpus", "0.5",
-                 IMAGE, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
+                 e.image, "cat", "/sys/fs/cgroup/memory/memory.limit_in_bytes",
                  "/sys/fs/cgroup/pids/pids.max", "/sys/fs/cgroup/cpu/cpu.cfs_quota_us")
     assert p.stdout.split() == [str(64 << 20), "20", "50000"], p.stderr
-    p = e.podman("run", "--rm", "--memory", "32m", "--memory-swap", "32m", IMAGE, "sh",
-                 "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a)")
+    p = e.podman("run", "--rm", "--memory", "32m", "--memory-swap", "32m", e.image,
+                 "sh", "-c", "x=$(head -c 100000000 /dev/zero | tr '\\0' a)")
     assert p.returncode == 137, p.stderr
-    p = e.podman("run", "--rm", "--pids-limit", "10", IMAGE, "sh", "-c",
+    p = e.podman("run", "--rm", "--pids-limit", "10", e.image, "sh", "-c",
                  "for i in $(seq 1 20); do sleep 3 & done; echo all-started")
     assert "all-started" not in p.stdout and "can't fork" in p.stderr, p.stderr
 
 
-def test_networks_ports_and_volumes(engines, tmp_path):  # noqa: F811
+def test_networks_ports_and_volumes(engines, tmp_path):
     e = engines
-    p = e.podman("run", "--rm", "--network", "none", IMAGE, "sh", "-c",
+    p = e.podman("run", "--rm", "--network", "none", e.image, "sh", "-c",
                  "ls /sys/class/net")
     assert p.stdout.split() == ["lo"], p.stdout
-    p = e.podman("run", "--rm", IMAGE, "sh", "-c", "ip -4 -o addr show eth0")
+    p = e.podman("run", "--rm", e.image, "sh", "-c", "ip -4 -o addr show eth0")
     assert " inet 10." in p.stdout, (p.stdout, p.stderr)
     name = _name()
-    e.podman("run", "-d", "--name", name, "-p", "127.0.0.1:18080:8080", IMAGE, "sh",
+    e.podman("run", "-d", "--name", name, "-p", "127.0.0.1:18080:8080", e.image, "sh",
              "-c", "echo hello-web > /www/index.html; exec httpd -f -p 8080 -h /www",
              check=True)
     try:
@@ -152,14 +152,14 @@ def test_networks_ports_and_volumes(engines, tmp_path):  # noqa: F811
     vol = tmp_path / "vol"
     vol.mkdir()
     (vol / "in").write_text("from-host\n")
-    p = e.podman("run", "--rm", "-v", f"{vol}:/data", IMAGE, "sh", "-c",
+    p = e.podman("run", "--rm", "-v", f"{vol}:/data", e.image, "sh", "-c",
                  "cat /data/in; echo from-container > /data/out")
     assert p.stdout == "from-host\n" and (vol / "out").read_text() == "from-container\n"
 
 
-def test_errors_surface_through_podman(engines, box):  # noqa: F811
+def test_errors_surface_through_podman(engines, box):
     e = engines
-    p = e.podman("run", "--rm", "--network", "none", IMAGE, "no-such-command")
+    p = e.podman("run", "--rm", "--network", "none", e.image, "no-such-command")
     assert p.returncode == 127
     assert "executable file not found" in p.stderr, p.stderr
     p = e.podman("exec", box, "no-such-command")
@@ -167,10 +167,10 @@ def test_errors_surface_through_podman(engines, box):  # noqa: F811
     assert "executable file not found" in p.stderr, p.stderr
 
 
-def test_pid_host_stop_uses_kill_all(engines):  # noqa: F811
+def test_pid_host_stop_uses_kill_all(engines):
     e = engines
     name = _name()
-    e.podman("run", "-d", "--name", name, "--pid", "host", IMAGE, "sleep", "1000",
+    e.podman("run", "-d", "--name", name, "--pid", "host", e.image, "sleep", "1000",
              check=True)
     try:
         assert e.podman("stop", "-t", "1", name).returncode == 0
@@ -183,12 +183,12 @@ def test_pid_host_stop_uses_kill_all(engines):  # noqa: F811
 @pytest.mark.xfail(RUNTIME_NAME == "runc", strict=True,
                    reason="the engine runs runc without --criu, so runc uses Debian's "
                    "CRIU 3.17, which cannot dump on this kernel")
-def test_checkpoint_restore_export_import(engines, tmp_path):  # noqa: F811
+def test_checkpoint_restore_export_import(engines, tmp_path):
     """podman container checkpoint/restore, and --export/--import, through the
     runtime (a counter keeps counting)."""
     e = engines
     name = _name()
-    e.podman("run", "-d", "--name", name, IMAGE, "sh", "-c",
+    e.podman("run", "-d", "--name", name, e.image, "sh", "-c",
              "i=0; while :; do i=$((i+1)); echo $i > /tmp/c; sleep 0.05; done",
              check=True)
     try:

@@ -61,7 +61,7 @@ def _receiver(h):
 
 def _wait_listening(h):
     for _ in range(100):
-        p = subprocess.run(_in(h["b"], "sh", "-c", f"cat /proc/net/tcp"),
+        p = subprocess.run(_in(h["b"], "sh", "-c", "cat /proc/net/tcp"),
                            capture_output=True, text=True)
         if f":{h['port']:04X} " in p.stdout:
             return

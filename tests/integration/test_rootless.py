@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from conftest import IS_ROOT, REPO, build_busybox
+from conftest import IS_ROOT, REPO
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="creates a user: needs root")
 HUTCH = os.path.join(REPO, ".venv", "bin", "hutch-fast")

@@ -1,8 +1,6 @@
 """cgroup resources without root: the v1/v2 translation, and the manager against a
 fake cgroup2 tree laid out as the kernel lays it out (same behaviours as v1)."""
 
-import os
-
 import pytest
 
 from hutch.cgroups import resources as R

@@ -2,7 +2,6 @@
 anything but its own one-line error (never a traceback)."""
 
 import json
-import sys
 
 from hypothesis import given, settings, strategies as st
 

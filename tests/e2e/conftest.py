@@ -12,7 +12,9 @@ afterwards:
 - the few host paths the engines insist on (/run/containers, /var/lib/containers,
   /etc/containers/networks, the conmon cgroup) are removed if the session made them.
 
-HUTCH_TEST_RUNTIME=runc runs the same tests against runc.
+HUTCH_TEST_RUNTIME=runc runs the same tests against runc.  The test modules take
+the session's `engines` as a parameter; engines.image is the busybox image both
+engines have, engines.runtime the file they execute.
 """
 
 import os
@@ -38,11 +40,6 @@ def _need(*tools):
                     "them (podman, containerd from Debian)")
 
 
-def runtime_path():
-    """What the engines exec: hutch's launcher, or the runtime under test."""
-    return RUNTIME[0]
-
-
 class Engines:
     def __init__(self, work):
         self.work = work
@@ -50,6 +47,8 @@ class Engines:
         self.containerd = None
         self.netns = "hutch-e2e-" + uuid.uuid4().hex[:6]
         self.name = RUNTIME_NAME if RUNTIME_NAME in ("hutch", "runc") else "ocirt"
+        self.runtime = RUNTIME[0]      # hutch's launcher, or the runtime under test
+        self.image = IMAGE
 
     # --- the private network namespace ---------------------------------------------
     def net(self):
@@ -57,10 +56,12 @@ class Engines:
 
     def sh(self, *cmd, timeout=120, input=None, check=False):
         """A command in the private network namespace; output via files (a detached
-        container keeps its stdio open)."""
+        container keeps its stdio open).  It runs in the work directory: conmon
+        inherits its cwd and makes a file named oom there when a container is
+        OOM-killed (it was left at the repository's root)."""
         with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
             p = subprocess.run(self.net() + [str(c) for c in cmd], stdout=out,
-                               stderr=err, timeout=timeout, env=self.env,
+                               stderr=err, timeout=timeout, env=self.env, cwd=self.work,
                                input=input.encode() if input is not None else None,
                                stdin=None if input is not None else subprocess.DEVNULL)
             out.seek(0)
@@ -88,7 +89,7 @@ class Engines:
     def ctr_run(self, *args, **kw):
         """`ctr run` with the runc v2 shim executing the runtime under test."""
         return self.ctr("run", "--runtime", "io.containerd.runc.v2", "--runc-binary",
-                        runtime_path(), "--runc-root", f"{self.work}/containerd/runc",
+                        self.runtime, "--runc-root", f"{self.work}/containerd/runc",
                         *args, **kw)
 
 
@@ -112,7 +113,7 @@ events_logger = "file"
 runtime_supports_json = ["crun", "runc", "kata", "runsc", "krun", "hutch", "ocirt"]
 
 [engine.runtimes]
-{e.name} = ["{runtime_path()}"]
+{e.name} = ["{e.runtime}"]
 
 [network]
 network_config_dir = "{w}/networks"
@@ -158,7 +159,8 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
     log = open(f"{d}/containerd.log", "w")
     e.containerd = subprocess.Popen(e.net() + ["containerd", "--config",
                                                f"{d}/config.toml"],
-                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+                                    stdout=log, stderr=log, stdin=subprocess.DEVNULL,
+                                    cwd=e.work)
     for _ in range(100):
         if e.ctr("version").returncode == 0:
             break
