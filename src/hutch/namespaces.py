@@ -78,13 +78,10 @@ def open_join_fds(namespaces):
     return out
 
 
-NS_GET_NSTYPE = 0xB703
-
-
 def _check_ns_type(t, fd, path):
-    import fcntl
+    from .linux import kernel as K
     try:
-        got = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        got = K.kernel().ioctl(fd, K.NS_GET_NSTYPE, what=f"the type of {path}")
     except OSError:
         raise HutchError(f"{path} is not a namespace file", 22) from None
     if got != NAMESPACES[t]:

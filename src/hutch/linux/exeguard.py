@@ -28,7 +28,6 @@ import os
 from . import kernel as K
 
 
-FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10
 
 
@@ -39,7 +38,6 @@ def is_guarded():
 
 def is_immutable(path="/proc/self/exe"):
     """True if ``path`` is a root-owned file with the immutable flag set."""
-    import fcntl
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
@@ -47,7 +45,8 @@ def is_immutable(path="/proc/self/exe"):
     try:
         if os.fstat(fd).st_uid != 0:
             return False
-        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+        buf = K.kernel().ioctl(fd, K.FS_IOC_GETFLAGS, b"\0" * 8,
+                               what=f"the flags of {path}")
         return bool(int.from_bytes(buf[:4], "little") & FS_IMMUTABLE_FL)
     except OSError:
         return False

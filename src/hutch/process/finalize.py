@@ -13,10 +13,6 @@ from ..errors import HutchError
 from ..linux import kernel as K
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TIOCGPTPEER = 0x5441
-TIOCSPTLCK = 0x40045431
-TIOCSCTTY = 0x540E
-TIOCSWINSZ = 0x5414
 
 
 def open_console(k, rf, plan):
@@ -35,21 +31,22 @@ def open_console(k, rf, plan):
     except FileNotFoundError:
         raise HutchError("process.terminal needs a devpts mount at /dev/pts in the "
                          "container", 2) from None
-    return hand_over_pty(master, sock, plan["process"]["console_size"])
+    return hand_over_pty(k, master, sock, plan["process"]["console_size"])
 
 
-def hand_over_pty(master, sock, console_size):
+def hand_over_pty(k, master, sock, console_size):
     """Unlocks the pty whose ``master`` is given, sizes it, sends the master to
     the console socket ``sock`` and returns the slave.  Closes master and sock."""
-    import fcntl
     import struct
     from .channel import send_fd
     try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        k.ioctl(master, K.TIOCSPTLCK, struct.pack("i", 0), what="unlock the pty")
+        slave = k.ioctl(master, K.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY,
+                        what="open the pty's slave")
         if console_size:
-            fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", console_size[0],
-                                                       console_size[1], 0, 0))
+            k.ioctl(slave, K.TIOCSWINSZ, struct.pack("HHHH", console_size[0],
+                                                     console_size[1], 0, 0),
+                    what="set the console size")
         try:
             send_fd(sock, master, "/dev/ptmx")
         except OSError as e:
@@ -61,12 +58,11 @@ def hand_over_pty(master, sock, console_size):
     return slave
 
 
-def take_console(slave):
-    import fcntl
+def take_console(k, slave):
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
-    fcntl.ioctl(0, TIOCSCTTY, 0)
+    k.ioctl(0, K.TIOCSCTTY, 0, what="make the console the controlling terminal")
 
 
 def safe_chdir(k, cwd, source="config.json"):
@@ -354,20 +350,20 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None, last=None):
     if proc.get("terminal"):
         give_stdio_to(proc["uid"])
     try:
-        os.setgroups(proc["additional_gids"])
+        k.setgroups(proc["additional_gids"])
     except PermissionError:
         if proc["additional_gids"]:
             raise HutchError("setgroups: not permitted in this user namespace", 1) \
                 from None
     k.prctl(K.PR_SET_KEEPCAPS, 1)
     try:
-        os.setresgid(proc["gid"], proc["gid"], proc["gid"])
-        os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+        k.setresgid(proc["gid"], proc["gid"], proc["gid"])
+        k.setresuid(proc["uid"], proc["uid"], proc["uid"])
     except OSError as e:
         why = " (the id is not mapped in the container's user namespace)" \
             if e.errno == 22 else ""
-        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: {e.strerror}"
-                         f"{why}", e.errno) from None
+        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: "
+                         f"{os.strerror(e.errno)}{why}", e.errno) from None
     k.prctl(K.PR_SET_KEEPCAPS, 0)
     if caps is not None:
         C.apply_sets(k, caps)

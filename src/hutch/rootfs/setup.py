@@ -279,8 +279,8 @@ class Rootfs:
                 self._bind_node(pfd, name, path)
                 return
             try:
-                os.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor),
-                         dir_fd=pfd)
+                k.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor),
+                        dir_fd=pfd, what=f"create device {path}")
             except PermissionError:
                 if t == "p":
                     raise
@@ -374,7 +374,7 @@ class Rootfs:
         if no_pivot:
             self._hide_host_proc_and_sys()
             k.mount(".", "/", None, K.MS_MOVE, what="move the rootfs to /")
-            os.chroot(".")
+            k.chroot(".", what="chroot into the rootfs")
         else:
             k.pivot_root(".", ".")
             k.umount2(".", K.MNT_DETACH)
