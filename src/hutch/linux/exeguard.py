@@ -23,6 +23,7 @@ namespace whose capabilities include CAP_LINUX_IMMUTABLE, or leave capabilities
 unset (then its root keeps them all).  Those still get the read-only clone.
 """
 
+import errno
 import os
 
 from . import kernel as K
@@ -89,7 +90,7 @@ def guarded_exe_fd():
         tree = k.open_tree(K.AT_FDCWD, exe, K.OPEN_TREE_CLONE | K.OPEN_TREE_CLOEXEC,
                            what=f"clone the mount of {exe}")
     except OSError as e:
-        if os.geteuid() != 0 and e.errno == 1:
+        if os.geteuid() != 0 and e.errno == errno.EPERM:
             return None
         from ..errors import HutchError
         raise HutchError.from_os("guard the interpreter", e) from None

@@ -22,6 +22,7 @@ Errors travel to the parent over the socket as one line.  A successful exec clos
 the socket (it is close-on-exec), which is how the parent knows the program runs.
 """
 
+import errno
 import os
 
 from . import channel
@@ -50,8 +51,8 @@ def stage(plan, sock, pidfd, console_sock):
             try:
                 k.setns(pidfd, plan["ns_flags"])
             except OSError as e:
-                if e.errno == 3:
-                    raise HutchError(plan["gone_msg"], 3) from None
+                if e.errno == errno.ESRCH:
+                    raise HutchError(plan["gone_msg"], errno.ESRCH) from None
                 raise HutchError(f"join the namespaces of {plan['target']}: "
                                  f"{os.strerror(e.errno)}", e.errno) from None
         os.close(pidfd)
