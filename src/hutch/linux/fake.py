@@ -165,7 +165,6 @@ class FakeKernel:
     # --- processes ------------------------------------------------------------
     def setsid(self):
         self._rec("setsid", what="setsid")
-        return os.getpid()
 
     def setgroups(self, gids):
         self._rec("setgroups", list(gids), what="setgroups")

@@ -248,7 +248,7 @@ class Kernel:
 
     # --- processes ----------------------------------------------------------
     def setsid(self):
-        return _call("setsid", os.setsid)
+        _call("setsid", os.setsid)
 
     def setgroups(self, gids):
         _call("setgroups", os.setgroups, gids)
