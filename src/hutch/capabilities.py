@@ -52,6 +52,8 @@ def names_of(m):
 
 def check_available(caps, available_bounding):
     """Raises if the config asks for a capability outside hutch's own bounding set."""
+    import errno
+
     from .errors import HutchError
     want = 0
     for names in caps.values():
@@ -61,7 +63,7 @@ def check_available(caps, available_bounding):
         raise HutchError("capability " + ", ".join(names_of(missing)) +
                          " is not available to hutch on this host (it is missing from "
                          "hutch's own bounding set), so the container cannot be "
-                         "granted it", 1)
+                         "granted it", errno.EPERM)
 
 
 def current_bounding():

@@ -7,6 +7,7 @@ the caller decides, as the spec says, whether that fails the operation (the crea
 and start hooks) or is only logged (poststart, poststop).
 """
 
+import errno
 import os
 import select
 import _signal as signal
@@ -62,7 +63,7 @@ def run_hook(hook, state_json, kind, index):
                 os.kill(pid, signal.SIGKILL)
                 os.waitpid(pid, 0)
                 raise HutchError(f"{kind} hook #{index} ({hook['path']}) timed out after "
-                                 f"{timeout}s", 62)
+                                 f"{timeout}s", errno.ETIME)
             if orfd in r:
                 chunk = os.read(orfd, 65536)
                 if chunk:

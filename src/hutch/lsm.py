@@ -11,6 +11,7 @@ When a config or an exec asks for a label and the LSM is not active on the host,
 hutch refuses with a clear error instead of running the process unconfined.
 """
 
+import errno
 import os
 
 from .errors import HutchError
@@ -37,11 +38,11 @@ def check(apparmor, selinux, where):
     if apparmor and not apparmor_active():
         raise HutchError(f"{where}: apparmorProfile {apparmor!r} was requested, but "
                          "AppArmor is not enabled on this host "
-                         f"({APPARMOR_ENABLED} is missing or not Y)", 95)
+                         f"({APPARMOR_ENABLED} is missing or not Y)", errno.EOPNOTSUPP)
     if selinux and not selinux_active():
         raise HutchError(f"{where}: selinuxLabel {selinux!r} was requested, but "
                          f"SELinux is not enabled on this host ({SELINUX_FS} is not "
-                         "mounted)", 95)
+                         "mounted)", errno.EOPNOTSUPP)
 
 
 def apply_exec_labels(procfd, apparmor, selinux):
@@ -52,7 +53,7 @@ def apply_exec_labels(procfd, apparmor, selinux):
         try:
             _write_attr(procfd, "thread-self/attr/apparmor/exec", data)
         except HutchError as e:
-            if e.errno != 2:
+            if e.errno != errno.ENOENT:
                 raise
             # kernels before 5.8 have only the file shared by all LSMs
             _write_attr(procfd, "thread-self/attr/exec", data)

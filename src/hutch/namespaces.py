@@ -9,6 +9,7 @@ Order, as the kernel needs it:
      children, so the container's init is the next fork.
 """
 
+import errno
 import os
 
 from .errors import HutchError
@@ -39,10 +40,10 @@ def check_sysctls(sysctl, namespaces):
         ns = sysctl_namespace(key)
         if ns is None:
             raise HutchError(f"sysctl {key!r} is not namespaced, so a container may not "
-                             "set it", 1)
+                             "set it", errno.EPERM)
         if ns not in namespaces:
             raise HutchError(f"sysctl {key!r} needs a private {ns} namespace, and the "
-                             f"container shares the host's", 1)
+                             f"container shares the host's", errno.EPERM)
         if ".." in key.replace(".", "/").split("/"):
             raise HutchError(f"sysctl {key!r} is not a valid key")
 
@@ -78,19 +79,16 @@ def open_join_fds(namespaces):
     return out
 
 
-NS_GET_NSTYPE = 0xB703
-
-
 def _check_ns_type(t, fd, path):
-    import fcntl
+    from .linux import kernel as K
     try:
-        got = fcntl.ioctl(fd, NS_GET_NSTYPE)
+        got = K.kernel().ioctl(fd, K.NS_GET_NSTYPE, what=f"the type of {path}")
     except OSError:
-        raise HutchError(f"{path} is not a namespace file", 22) from None
+        raise HutchError(f"{path} is not a namespace file", errno.EINVAL) from None
     if got != NAMESPACES[t]:
         names = {v: k for k, v in NAMESPACES.items()}
         raise HutchError(f"{path} is not a {t} namespace (it is a "
-                         f"{names.get(got, hex(got))} namespace)", 22)
+                         f"{names.get(got, hex(got))} namespace)", errno.EINVAL)
 
 
 def id_map_text(mappings):
@@ -136,14 +134,14 @@ def _rootless_map(pid, kind, mappings, own):
     if tool is None:
         raise HutchError(f"rootless: linux.{kind}Mappings maps more than your own "
                          f"{kind} ({own}), which needs new{kind}map from the uidmap "
-                         f"package; install it, or map only {own}", 2)
+                         f"package; install it, or map only {own}", errno.ENOENT)
     argv = [tool, str(pid)] + [str(x) for m in mappings for x in m]
     p = subprocess.run(argv, capture_output=True, text=True)
     if p.returncode != 0:
         why = (p.stderr.strip().splitlines() or ["failed"])[-1]
         raise HutchError(f"rootless: new{kind}map refused linux.{kind}Mappings "
                          f"({id_map_text(mappings).strip()!r}): {why} (see /etc/sub"
-                         f"{kind} for the ranges granted to you)", 1)
+                         f"{kind} for the ranges granted to you)", errno.EPERM)
 
 
 def time_offsets_text(offsets):

@@ -16,6 +16,7 @@ runc skips them; a rule whose action equals the default action is skipped too
 ANDed by libseccomp: such a rule becomes one rule per condition, as in runc.
 """
 
+import errno
 import os
 
 from .errors import ConfigError, HutchError
@@ -34,7 +35,6 @@ FLAGS = {"SECCOMP_FILTER_FLAG_TSYNC": 1, "SECCOMP_FILTER_FLAG_LOG": 2,
          "SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV": 32}
 FLAG_NEW_LISTENER = 8
 FLAG_TSYNC_ESRCH = 16
-EPERM = 1
 U64 = (1 << 64) - 1
 
 _lib = None
@@ -48,7 +48,8 @@ def _libseccomp():
             lib = ctypes.CDLL("libseccomp.so.2", use_errno=True)
         except OSError as e:
             raise HutchError("linux.seccomp needs libseccomp (the libseccomp2 "
-                             f"package), which cannot be loaded: {e}", 2) from None
+                             f"package), which cannot be loaded: {e}",
+                             errno.ENOENT) from None
         lib.seccomp_init.restype = ctypes.c_void_p
         lib.seccomp_init.argtypes = [ctypes.c_uint32]
         lib.seccomp_release.argtypes = [ctypes.c_void_p]
@@ -119,7 +120,7 @@ def parse(sec, where="config.json: linux.seccomp"):
         raise ConfigError(f"{where}: expected an object")
     default_errno = r.uint(sec, "defaultErrnoRet", "", hi=0xFFFF)
     dname = r.str(sec, "defaultAction", "", required=True)
-    default = _action(r, dname, default_errno, "default", EPERM)
+    default = _action(r, dname, default_errno, "default", errno.EPERM)
     if dname == "SCMP_ACT_NOTIFY":
         raise r.err("defaultAction", "SCMP_ACT_NOTIFY cannot be the default action "
                     "(the notify listener's own syscalls would be caught)")
@@ -146,7 +147,7 @@ def parse(sec, where="config.json: linux.seccomp"):
         if not names:
             raise r.err(p + "names", "must name at least one syscall")
         aname = r.str(c, "action", p, required=True)
-        action = _action(r, aname, r.uint(c, "errnoRet", p, hi=0xFFFF), p, EPERM)
+        action = _action(r, aname, r.uint(c, "errnoRet", p, hi=0xFFFF), p, errno.EPERM)
         notify |= aname == "SCMP_ACT_NOTIFY"
         if aname == "SCMP_ACT_NOTIFY" and "write" in names:
             # the init writes to exec.fifo and its error pipe under the filter:
@@ -262,7 +263,7 @@ def _build(default, arches, rules, where):
     lib = _libseccomp()
     ctx = lib.seccomp_init(default)
     if not ctx:
-        raise HutchError(f"{where}: libseccomp refused the default action", 22)
+        raise HutchError(f"{where}: libseccomp refused the default action", errno.EINVAL)
     try:
         for i, a in enumerate(arches):
             token = lib.seccomp_arch_resolve_name(_arch_name(a).encode())
@@ -351,7 +352,8 @@ def load(k, prog):
         fd = k.seccomp_set_filter(prog["bpf"], prog["flags"])
     except OSError as e:
         why = ""
-        if e.errno == 22 and prog["flags"] & FLAGS["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]:
+        if e.errno == errno.EINVAL and \
+                prog["flags"] & FLAGS["SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV"]:
             why = " (SECCOMP_FILTER_FLAG_WAIT_KILLABLE_RECV needs Linux 6.0)"
         raise HutchError(f"load the seccomp filter: {e.strerror}{why}", e.errno) \
             from None

@@ -13,6 +13,7 @@ its access set; a deny rule matches when any requested bit is.  With no match th
 answer is deny (the list starts from deny-all, as engines send it).
 """
 
+import errno
 import os
 import struct
 
@@ -52,7 +53,7 @@ def _access_bits(access):
     for ch in access or "rwm":
         if ch not in ACC:
             raise HutchError(f"linux.resources.devices: access {access!r} may only use "
-                             "r, w and m", 22)
+                             "r, w and m", errno.EINVAL)
         bits |= ACC[ch]
     return bits
 
@@ -62,7 +63,8 @@ def _rule_block(rule):
     of the block, so each block is self-contained."""
     t = rule.get("type") or "a"
     if t not in ("a", "b", "c"):
-        raise HutchError(f"linux.resources.devices: type {t!r} must be a, b or c", 22)
+        raise HutchError(f"linux.resources.devices: type {t!r} must be a, b or c",
+                         errno.EINVAL)
     acc = _access_bits(rule.get("access"))
     allow = bool(rule.get("allow"))
     major, minor = rule.get("major"), rule.get("minor")

@@ -5,6 +5,7 @@ One Manager covers every layout.  Per-hierarchy work is delegated to
 second class with the same methods, chosen by ``--systemd-cgroup``.
 """
 
+import errno
 import os
 import time
 
@@ -80,7 +81,7 @@ class Manager:
                 # under a shared parent (hutch's own /hutch) removed it; again
                 if attempt == 4:
                     raise HutchError(f"create cgroup {path}: a parent directory keeps "
-                                     "disappearing", 2) from None
+                                     "disappearing", errno.ENOENT) from None
             except OSError as e:
                 raise HutchError(f"create cgroup {d}: {e.strerror}", e.errno) from None
 
@@ -136,7 +137,7 @@ class Manager:
             return
         devices = list(devices or [])
         if not isinstance(devices, list):
-            raise HutchError("linux.resources.devices: expected a list", 22)
+            raise HutchError("linux.resources.devices: expected a list", errno.EINVAL)
         dev = [p for k, p in self.paths.items() if "devices" in k.split(",")]
         if dev:
             from .v1 import apply_devices
@@ -150,7 +151,7 @@ class Manager:
             (self.v2_devices or apply_v2)(self.paths["unified"], devices)
         elif devices:
             raise HutchError("linux.resources.devices: this host has neither a v1 "
-                             "devices controller nor cgroup v2", 95)
+                             "devices controller nor cgroup v2", errno.EOPNOTSUPP)
 
     def _keep_swap_ratio(self, writes):
         """v1 update of the memory limit alone: memory+swap may not be below it.
@@ -177,7 +178,8 @@ class Manager:
                                 new, "memory.swap"))
         elif new > memsw:
             raise HutchError(f"linux.resources.memory.limit: {lim.value} is above the "
-                             f"memory+swap limit {memsw}; give --memory-swap too", 22)
+                             f"memory+swap limit {memsw}; give --memory-swap too",
+                             errno.EINVAL)
 
     def _path_for(self, w):
         if w.version == 2:
@@ -185,7 +187,8 @@ class Manager:
         for key, path in self.paths.items():
             if key != "unified" and w.controller in key.split(","):
                 return path
-        raise HutchError(f"linux.resources.{w.field}: no {w.controller} hierarchy", 95)
+        raise HutchError(f"linux.resources.{w.field}: no {w.controller} hierarchy",
+                         errno.EOPNOTSUPP)
 
     def _write_all(self, writes):
         pending = list(writes)
@@ -198,21 +201,21 @@ class Manager:
                 # the other file goes first, then this one again
                 first = _WRITE_FIRST.get(w.file)
                 later = [x for x in pending if x.file == first]
-                if later and e.errno == 22:
+                if later and e.errno == errno.EINVAL:
                     pending.remove(later[0])
                     pending[:0] = [later[0], w]
                     continue
                 # v1 without blkio weights, with BFQ's (this kernel): runc's fallback
                 bfq = {"blkio.weight": "blkio.bfq.weight",
                        "blkio.weight_device": "blkio.bfq.weight_device"}.get(w.file)
-                if bfq and e.errno == 2:
+                if bfq and e.errno == errno.ENOENT:
                     from .resources import Write
                     pending.insert(0, Write(w.controller, w.version, bfq, w.value,
                                             w.field))
                     continue
                 path = os.path.join(self._path_for(w), w.file)
                 hint = ""
-                if e.errno == 2:
+                if e.errno == errno.ENOENT:
                     hint = " (this kernel does not have that file)"
                     if w.file.startswith("memory.kmem"):
                         hint = " (kernel memory accounting limits are gone from this kernel)"
@@ -402,7 +405,7 @@ class Manager:
                 except FileNotFoundError:
                     break
                 except OSError as e:
-                    if e.errno != 16 or attempt == 199:   # EBUSY: tasks still exiting
+                    if e.errno != errno.EBUSY or attempt == 199:   # tasks still exiting
                         errors.append(f"{dirpath}: {e.strerror}")
                         break
                     time.sleep(0.005)

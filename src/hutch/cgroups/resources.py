@@ -15,10 +15,9 @@ A value for a controller the host lacks is refused with a clear error, unless it
 is zero, unset or the default (runc's rule).  No value is ever silently dropped.
 """
 
-from ..errors import HutchError
+from errno import EINVAL, EOPNOTSUPP, ERANGE
 
-EOPNOTSUPP = 95
-EINVAL = 22
+from ..errors import HutchError
 
 
 class Write:
@@ -405,7 +404,7 @@ def _check(v, schema, where):
             raise HutchError(f"{where}: expected an integer, got {type(v).__name__}",
                              EINVAL)
         if not lo <= v <= hi:
-            raise HutchError(f"{where}: {v} is out of range ({lo} to {hi})", 34)
+            raise HutchError(f"{where}: {v} is out of range ({lo} to {hi})", ERANGE)
 
 
 def plan(resources, v1_controllers, v2_controllers):

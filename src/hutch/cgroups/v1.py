@@ -1,5 +1,6 @@
 """cgroup v1: per-hierarchy details."""
 
+import errno
 import os
 import time
 
@@ -43,7 +44,8 @@ def set_frozen(path, on, timeout):
         if time.monotonic() > deadline:
             with open(state, "w") as f:
                 f.write("THAWED")
-            raise HutchError(f"freezer {path} did not reach {want} (stuck in {cur})", 16)
+            raise HutchError(f"freezer {path} did not reach {want} (stuck in {cur})",
+                             errno.EBUSY)
         time.sleep(0.001)
 
 

@@ -1,5 +1,6 @@
 """cgroup v2: the unified hierarchy."""
 
+import errno
 import os
 import time
 
@@ -18,5 +19,5 @@ def set_frozen(path, on, timeout):
                 return
         if time.monotonic() > deadline:
             raise HutchError(f"cgroup {path} did not become "
-                             f"{'frozen' if on else 'thawed'}", 16)
+                             f"{'frozen' if on else 'thawed'}", errno.EBUSY)
         time.sleep(0.001)

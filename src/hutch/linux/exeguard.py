@@ -23,12 +23,12 @@ namespace whose capabilities include CAP_LINUX_IMMUTABLE, or leave capabilities
 unset (then its root keeps them all).  Those still get the read-only clone.
 """
 
+import errno
 import os
 
 from . import kernel as K
 
 
-FS_IOC_GETFLAGS = 0x80086601
 FS_IMMUTABLE_FL = 0x10
 
 
@@ -39,7 +39,6 @@ def is_guarded():
 
 def is_immutable(path="/proc/self/exe"):
     """True if ``path`` is a root-owned file with the immutable flag set."""
-    import fcntl
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     except OSError:
@@ -47,7 +46,8 @@ def is_immutable(path="/proc/self/exe"):
     try:
         if os.fstat(fd).st_uid != 0:
             return False
-        buf = fcntl.ioctl(fd, FS_IOC_GETFLAGS, b"\0" * 8)
+        buf = K.kernel().ioctl(fd, K.FS_IOC_GETFLAGS, b"\0" * 8,
+                               what=f"the flags of {path}")
         return bool(int.from_bytes(buf[:4], "little") & FS_IMMUTABLE_FL)
     except OSError:
         return False
@@ -90,7 +90,7 @@ def guarded_exe_fd():
         tree = k.open_tree(K.AT_FDCWD, exe, K.OPEN_TREE_CLONE | K.OPEN_TREE_CLOEXEC,
                            what=f"clone the mount of {exe}")
     except OSError as e:
-        if os.geteuid() != 0 and e.errno == 1:
+        if os.geteuid() != 0 and e.errno == errno.EPERM:
             return None
         from ..errors import HutchError
         raise HutchError.from_os("guard the interpreter", e) from None

@@ -1,8 +1,9 @@
-"""The syscall layer: every call hutch makes that the ``os`` module lacks.
+"""The syscall layer: every call hutch makes that the ``os`` module lacks, and the
+container-setup calls it has (mknod, chroot, ioctl, the credentials).
 
 All container logic talks to the kernel through a :class:`Kernel` object, so the
 logic can be unit-tested without root against :class:`hutch.linux.fake.FakeKernel`,
-which records calls instead of making them.
+which records calls instead of making them (and refuses any it does not model).
 
 Every failing call raises ``OSError(errno, "<call> <what>: <strerror>")`` so that
 errors name what failed, why, and the errno.  ctypes is imported lazily: verbs
@@ -89,6 +90,16 @@ PR_CAP_AMBIENT_CLEAR_ALL = 4
 
 CLOSE_RANGE_CLOEXEC = 4
 
+# ioctl requests (the asm-generic numbers: the same on every supported machine)
+TIOCSCTTY = 0x540E
+TIOCSWINSZ = 0x5414
+TIOCGPTPEER = 0x5441
+TIOCSPTLCK = 0x40045431
+NS_GET_NSTYPE = 0xB703
+SIOCGIFFLAGS = 0x8913
+SIOCSIFFLAGS = 0x8914
+FS_IOC_GETFLAGS = 0x80086601
+
 _MACHINE = os.uname().machine
 if _MACHINE == "x86_64":
     NR = dict(pivot_root=155, capget=125, capset=126, seccomp=317, execveat=322,
@@ -118,6 +129,15 @@ def _b(s):
     if s is None:
         return None
     return s if isinstance(s, bytes) else os.fsencode(s)
+
+
+def _call(what, fn, *args, **kw):
+    """Runs an ``os`` (or ``fcntl``) call, naming ``what`` in its error."""
+    try:
+        return fn(*args, **kw)
+    except OSError as e:
+        # OSError(errno, text) picks the subclass (PermissionError...) as os does
+        raise OSError(e.errno, f"{what}: {e.strerror}") from None
 
 
 def _check(ret, what):
@@ -213,7 +233,32 @@ class Kernel:
         return _check(self.syscall("openat2", dirfd, _b(path), ctypes.byref(how),
                                    ctypes.sizeof(how)), what or f"open {path}")
 
+    def chroot(self, path, what=None):
+        _call(what or f"chroot {path}", os.chroot, path)
+
+    # --- files and devices --------------------------------------------------
+    def mknod(self, name, mode, device=0, dir_fd=None, what=None):
+        _call(what or f"mknod {name}", os.mknod, name, mode, device, dir_fd=dir_fd)
+
+    def ioctl(self, fd, request, arg=0, what=None):
+        """fcntl.ioctl's result: an int, or the buffer the kernel filled in when
+        ``arg`` is bytes."""
+        import fcntl
+        return _call(what or f"ioctl {request:#x}", fcntl.ioctl, fd, request, arg)
+
     # --- processes ----------------------------------------------------------
+    def setsid(self):
+        _call("setsid", os.setsid)
+
+    def setgroups(self, gids):
+        _call("setgroups", os.setgroups, gids)
+
+    def setresgid(self, rgid, egid, sgid):
+        _call(f"setresgid {egid}", os.setresgid, rgid, egid, sgid)
+
+    def setresuid(self, ruid, euid, suid):
+        _call(f"setresuid {euid}", os.setresuid, ruid, euid, suid)
+
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0, what=None):
         import ctypes
         u = ctypes.c_ulong

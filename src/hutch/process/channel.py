@@ -1,6 +1,7 @@
 """The parent <-> child channel: length-prefixed marshal messages over a stream
 socketpair.  Only plain data crosses it; fds cross with SCM_RIGHTS (console)."""
 
+import errno
 import marshal
 import os
 import sys
@@ -85,5 +86,5 @@ def recv_fds(sock_fd, n, bufsize=1):
     if len(out) != n:
         for fd in out:
             os.close(fd)
-        raise OSError(71, f"expected {n} fds from hutch, got {len(out)}")
+        raise OSError(errno.EPROTO, f"expected {n} fds from hutch, got {len(out)}")
     return out

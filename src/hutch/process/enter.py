@@ -22,6 +22,7 @@ Errors travel to the parent over the socket as one line.  A successful exec clos
 the socket (it is close-on-exec), which is how the parent knows the program runs.
 """
 
+import errno
 import os
 
 from . import channel
@@ -50,8 +51,8 @@ def stage(plan, sock, pidfd, console_sock):
             try:
                 k.setns(pidfd, plan["ns_flags"])
             except OSError as e:
-                if e.errno == 3:
-                    raise HutchError(plan["gone_msg"], 3) from None
+                if e.errno == errno.ESRCH:
+                    raise HutchError(plan["gone_msg"], errno.ESRCH) from None
                 raise HutchError(f"join the namespaces of {plan['target']}: "
                                  f"{os.strerror(e.errno)}", e.errno) from None
         os.close(pidfd)
@@ -64,7 +65,7 @@ def child(plan, sock, hostproc, console_sock):
     from . import finalize
     k = kernel()
     proc = plan["process"]
-    os.setsid()
+    k.setsid()
     finalize.set_rlimits(proc["rlimits"])
     finalize.reopen_dev_null()
     if proc["oom_score_adj"] is not None:
@@ -74,7 +75,7 @@ def child(plan, sock, hostproc, console_sock):
         k.join_session_keyring(None)
     console = None
     if proc["terminal"]:
-        console = open_console(proc, console_sock)
+        console = open_console(k, proc, console_sock)
     cwd = proc["cwd"]
     if cwd is not None:
         finalize.chdir_or_defer(k, proc, plan["source"])
@@ -85,7 +86,7 @@ def child(plan, sock, hostproc, console_sock):
         from .init import send_notify_fd
         send_notify_fd(k, proc, sock)
     if console is not None:
-        finalize.take_console(console)
+        finalize.take_console(k, console)
     keep = plan["keep_fds"]
     if sock < keep:     # the channel must not take a preserved fd's place
         import fcntl
@@ -99,7 +100,7 @@ def child(plan, sock, hostproc, console_sock):
         fail(sock, e)
 
 
-def open_console(proc, console_sock):
+def open_console(k, proc, console_sock):
     """A new pty on the container's devpts; the master goes to the console socket
     and the slave becomes the process's terminal."""
     from . import finalize
@@ -115,4 +116,4 @@ def open_console(proc, console_sock):
     if master < 0:
         raise HutchError(f"open a terminal in the container: /dev/pts/ptmx: "
                          f"{err.strerror}", err.errno)
-    return finalize.hand_over_pty(master, console_sock, proc["console_size"])
+    return finalize.hand_over_pty(k, master, console_sock, proc["console_size"])

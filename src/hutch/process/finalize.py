@@ -13,10 +13,6 @@ from ..errors import HutchError
 from ..linux import kernel as K
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-TIOCGPTPEER = 0x5441
-TIOCSPTLCK = 0x40045431
-TIOCSCTTY = 0x540E
-TIOCSWINSZ = 0x5414
 
 
 def open_console(k, rf, plan):
@@ -34,22 +30,23 @@ def open_console(k, rf, plan):
             master = os.open("/dev/ptmx", os.O_RDWR | os.O_NOCTTY | os.O_CLOEXEC)
     except FileNotFoundError:
         raise HutchError("process.terminal needs a devpts mount at /dev/pts in the "
-                         "container", 2) from None
-    return hand_over_pty(master, sock, plan["process"]["console_size"])
+                         "container", errno.ENOENT) from None
+    return hand_over_pty(k, master, sock, plan["process"]["console_size"])
 
 
-def hand_over_pty(master, sock, console_size):
+def hand_over_pty(k, master, sock, console_size):
     """Unlocks the pty whose ``master`` is given, sizes it, sends the master to
     the console socket ``sock`` and returns the slave.  Closes master and sock."""
-    import fcntl
     import struct
     from .channel import send_fd
     try:
-        fcntl.ioctl(master, TIOCSPTLCK, struct.pack("i", 0))
-        slave = fcntl.ioctl(master, TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY)
+        k.ioctl(master, K.TIOCSPTLCK, struct.pack("i", 0), what="unlock the pty")
+        slave = k.ioctl(master, K.TIOCGPTPEER, os.O_RDWR | os.O_NOCTTY,
+                        what="open the pty's slave")
         if console_size:
-            fcntl.ioctl(slave, TIOCSWINSZ, struct.pack("HHHH", console_size[0],
-                                                       console_size[1], 0, 0))
+            k.ioctl(slave, K.TIOCSWINSZ, struct.pack("HHHH", console_size[0],
+                                                     console_size[1], 0, 0),
+                    what="set the console size")
         try:
             send_fd(sock, master, "/dev/ptmx")
         except OSError as e:
@@ -61,12 +58,11 @@ def hand_over_pty(master, sock, console_size):
     return slave
 
 
-def take_console(slave):
-    import fcntl
+def take_console(k, slave):
     for fd in (0, 1, 2):
         os.dup2(slave, fd)
     os.close(slave)
-    fcntl.ioctl(0, TIOCSCTTY, 0)
+    k.ioctl(0, K.TIOCSCTTY, 0, what="make the console the controlling terminal")
 
 
 def safe_chdir(k, cwd, source="config.json"):
@@ -87,12 +83,12 @@ def safe_chdir(k, cwd, source="config.json"):
         here = os.getcwd()
     except OSError as e:
         why = "it goes through a /proc magic link, which is refused" \
-            if e.errno in (40, 18) else e.strerror.lower()
+            if e.errno in (errno.ELOOP, errno.EXDEV) else e.strerror.lower()
         raise HutchError(f'chdir to cwd ("{cwd}") set in {source} failed: {why}',
                          e.errno) from None
     if not here.startswith("/"):
         raise HutchError(f'chdir to cwd ("{cwd}") set in {source} failed: it is '
-                         "outside the container's root", 2)
+                         "outside the container's root", errno.ENOENT)
 
 
 def chdir_or_defer(k, proc, source="config.json"):
@@ -144,7 +140,8 @@ def set_rlimits(rlimits):
             raise HutchError(f"set {name} to {soft}/{hard}: "
                              f"{getattr(e, 'strerror', None) or e} (the current hard "
                              f"limit is {cur[1]}; raising it needs CAP_SYS_RESOURCE, "
-                             "which hutch lacks)", getattr(e, "errno", 1)) from None
+                             "which hutch lacks)", getattr(e, "errno", errno.EPERM)) \
+                from None
 
 
 def set_oom_score_adj(value, procfd=None):
@@ -198,7 +195,7 @@ def resolve_user(proc, etc="/etc"):
                 break
         else:
             raise HutchError(f"unable to find user {name}: no matching entries in "
-                             "passwd file", 2)
+                             "passwd file", errno.ENOENT)
     if group is not None:
         for f in _read_db(etc + "/group"):
             if len(f) >= 3 and f[0] == group and f[2].isdigit():
@@ -206,7 +203,7 @@ def resolve_user(proc, etc="/etc"):
                 break
         else:
             raise HutchError(f"unable to find group {group}: no matching entries in "
-                             "group file", 2)
+                             "group file", errno.ENOENT)
 
 
 def _home_of(uid):
@@ -239,9 +236,9 @@ def find_executable(name, env):
             raise HutchError(f'exec: "{name}": stat {name}: {e.strerror.lower()}',
                              e.errno) from None
         if stat.S_ISDIR(st.st_mode):
-            raise HutchError(f'exec: "{name}": is a directory', 21)
+            raise HutchError(f'exec: "{name}": is a directory', errno.EISDIR)
         if not st.st_mode & 0o111:
-            raise HutchError(f'exec: "{name}": permission denied', 13)
+            raise HutchError(f'exec: "{name}": permission denied', errno.EACCES)
         return name
     path = DEFAULT_PATH
     for e in env:
@@ -255,7 +252,8 @@ def find_executable(name, env):
             continue
         if stat.S_ISREG(st.st_mode) and st.st_mode & 0o111:
             return cand
-    raise HutchError(f'exec: "{name}": executable file not found in $PATH', 2)
+    raise HutchError(f'exec: "{name}": executable file not found in $PATH',
+                     errno.ENOENT)
 
 
 def env_dict(env):
@@ -286,7 +284,7 @@ def cloexec_from(k, first):
         k.close_range(first, 0xFFFFFFFF, K.CLOSE_RANGE_CLOEXEC)
         return
     except OSError as e:
-        if e.errno not in (1, 38):      # EPERM, ENOSYS: the filter said no
+        if e.errno not in (errno.EPERM, errno.ENOSYS):      # the filter said no
             raise
     import fcntl
     for name in os.listdir("/proc/self/fd"):
@@ -354,20 +352,20 @@ def exec_process(k, proc, exe, env, keep_fds, procfd=None, last=None):
     if proc.get("terminal"):
         give_stdio_to(proc["uid"])
     try:
-        os.setgroups(proc["additional_gids"])
+        k.setgroups(proc["additional_gids"])
     except PermissionError:
         if proc["additional_gids"]:
-            raise HutchError("setgroups: not permitted in this user namespace", 1) \
-                from None
+            raise HutchError("setgroups: not permitted in this user namespace",
+                             errno.EPERM) from None
     k.prctl(K.PR_SET_KEEPCAPS, 1)
     try:
-        os.setresgid(proc["gid"], proc["gid"], proc["gid"])
-        os.setresuid(proc["uid"], proc["uid"], proc["uid"])
+        k.setresgid(proc["gid"], proc["gid"], proc["gid"])
+        k.setresuid(proc["uid"], proc["uid"], proc["uid"])
     except OSError as e:
         why = " (the id is not mapped in the container's user namespace)" \
-            if e.errno == 22 else ""
-        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: {e.strerror}"
-                         f"{why}", e.errno) from None
+            if e.errno == errno.EINVAL else ""
+        raise HutchError(f"switch to user {proc['uid']}:{proc['gid']}: "
+                         f"{os.strerror(e.errno)}{why}", e.errno) from None
     k.prctl(K.PR_SET_KEEPCAPS, 0)
     if caps is not None:
         C.apply_sets(k, caps)

@@ -60,8 +60,8 @@ def stage1(plan, sock):
             reply = channel.recv(sock)
             if reply is None or reply.get("t") != "ok":
                 os._exit(1)
-            os.setresgid(0, 0, 0)
-            os.setresuid(0, 0, 0)
+            k.setresgid(0, 0, 0)
+            k.setresuid(0, 0, 0)
         if plan["new_flags"]:
             k.unshare(plan["new_flags"])
         if plan["time_offsets"]:
@@ -130,7 +130,7 @@ def stage2(plan, sock):
         plan["source_fds"] = dict(zip(msg["sources"],
                                       channel.recv_fds(sock, len(msg["sources"]))))
     k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
-    os.setsid()
+    k.setsid()
     finalize.set_rlimits(proc["rlimits"])
     if proc["oom_score_adj"] is not None:
         finalize.set_oom_score_adj(proc["oom_score_adj"])
@@ -146,7 +146,7 @@ def stage2(plan, sock):
         rf.make_devices()
     if plan["loopback"]:
         from ..network import loopback_up
-        loopback_up()
+        loopback_up(k)
     if plan["sysctl"]:
         from ..namespaces import write_sysctls
         write_sysctls(plan["sysctl"])
@@ -174,7 +174,7 @@ def stage2(plan, sock):
         # no mount namespace of its own (none, or one joined by path): hutch makes
         # no mounts there (they would land in a namespace that is not the
         # container's), but the process gets the bundle's root, as with runc
-        os.chroot(plan["root"])
+        k.chroot(plan["root"])
         os.chdir("/")
     if plan["hostname"] is not None:
         k.sethostname(plan["hostname"])
@@ -183,7 +183,7 @@ def stage2(plan, sock):
     if not plan["no_new_keyring"]:
         k.join_session_keyring(None)
     if console is not None:
-        finalize.take_console(console)
+        finalize.take_console(k, console)
     exe, env = finalize.prepare_exec(proc)
     finalize.chdir_or_defer(k, proc)
     if proc["seccomp"] and proc["seccomp"]["notify"]:

@@ -8,6 +8,7 @@ Every mount is built detached and then attached to an fd of its target:
 Flags are applied before the mount becomes visible, and no path is resolved twice.
 """
 
+import errno
 import os
 
 from ..linux import kernel as K
@@ -107,7 +108,7 @@ def fs_mount(k, fstype, source, o, target_fd, what):
             try:
                 k.fsconfig(fsfd, 1, "source", source, what=f"{what}: source")
             except OSError as e:
-                if e.errno != 22:   # some filesystems take no source; ignore EINVAL
+                if e.errno != errno.EINVAL:     # some filesystems take no source
                     raise
         for flag in o.sb_flags:
             k.fsconfig(fsfd, 0, flag, None, what=f"{what}: option {flag}")

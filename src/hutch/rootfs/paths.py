@@ -8,6 +8,7 @@ itself (move_mount with MOVE_MOUNT_T_EMPTY_PATH), never a path that could be
 re-resolved later.
 """
 
+import errno
 import os
 import stat
 
@@ -41,11 +42,11 @@ def mkdir_all(k, rootfd, path, mode=0o755):
                 try:
                     nxt = open_in_root(k, rootfd, sofar, O_PATH | os.O_DIRECTORY)
                 except FileNotFoundError:
-                    raise OSError(2, f"create {sofar} in the container rootfs: it is a "
-                                  "dangling symlink") from None
+                    raise OSError(errno.ENOENT, f"create {sofar} in the container "
+                                  "rootfs: it is a dangling symlink") from None
             except NotADirectoryError:
-                raise OSError(20, f"create {sofar} in the container rootfs: not a "
-                              "directory") from None
+                raise OSError(errno.ENOTDIR, f"create {sofar} in the container rootfs: "
+                              "not a directory") from None
             os.close(cur)
             cur = nxt
         return cur

@@ -9,6 +9,7 @@ Order (each step rolls back with the mount namespace itself if a later one fails
   6. maskedPaths, readonlyPaths, then root.readonly.
 """
 
+import errno
 import os
 import stat
 
@@ -131,18 +132,19 @@ class Rootfs:
             os.close(pfd)
         if not stat.S_ISDIR(st.st_mode):
             raise HutchError(f"filesystem {fstype!r} must be mounted on ordinary "
-                             f"directory: {dest} is not one", 20)
+                             f"directory: {dest} is not one", errno.ENOTDIR)
 
     def _fallback(self, e, dest, fstype, src, o, tfd, what):
         k = self.k
-        if fstype == "sysfs" and e.errno == 1:
+        if fstype == "sysfs" and e.errno == errno.EPERM:
             # no sysfs of our own without a network namespace we own: bind the host's
             o2 = M.parse_options(["rbind", "nosuid", "nodev", "noexec", "ro"])
             return M.bind_mount(k, K.AT_FDCWD, "/sys", o2, tfd, what)
-        if fstype == "mqueue" and e.errno in (1, 13):
+        if fstype == "mqueue" and e.errno in (errno.EPERM, errno.EACCES):
             o2 = M.parse_options(["rbind", "nosuid", "nodev", "noexec"])
             return M.bind_mount(k, K.AT_FDCWD, "/dev/mqueue", o2, tfd, what)
-        if fstype == "devpts" and e.errno == 22 and any(k_ == "gid" for k_, _ in o.data):
+        if fstype == "devpts" and e.errno == errno.EINVAL and \
+                any(k_ == "gid" for k_, _ in o.data):
             # the tty group is not mapped in the user namespace
             o.data = [(a, b) for a, b in o.data if a != "gid"]
             return M.fs_mount(k, fstype, src, o, tfd, what)
@@ -272,15 +274,16 @@ class Rootfs:
                 st = None
             if st is not None:
                 if stat.S_ISLNK(st.st_mode) or stat.S_ISDIR(st.st_mode):
-                    raise OSError(17, f"{path} already exists and is not a device")
+                    raise OSError(errno.EEXIST,
+                                  f"{path} already exists and is not a device")
                 os.unlink(name, dir_fd=pfd)
             if self.userns and t != "p":
                 # mknod is not allowed in a user namespace: bind the host's node
                 self._bind_node(pfd, name, path)
                 return
             try:
-                os.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor),
-                         dir_fd=pfd)
+                k.mknod(name, fmt | (mode & 0o7777), os.makedev(major, minor),
+                        dir_fd=pfd, what=f"create device {path}")
             except PermissionError:
                 if t == "p":
                     raise
@@ -374,7 +377,7 @@ class Rootfs:
         if no_pivot:
             self._hide_host_proc_and_sys()
             k.mount(".", "/", None, K.MS_MOVE, what="move the rootfs to /")
-            os.chroot(".")
+            k.chroot(".", what="chroot into the rootfs")
         else:
             k.pivot_root(".", ".")
             k.umount2(".", K.MNT_DETACH)
