@@ -25,7 +25,6 @@ the socket (it is close-on-exec), which is how the parent knows the program runs
 import errno
 import os
 
-from . import channel
 from ..errors import HutchError
 from ..linux import kernel as K
 from ..linux.kernel import kernel
