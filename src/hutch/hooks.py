@@ -32,7 +32,6 @@ def run_hook(hook, state_json, kind, index):
                         signal.signal(s, signal.SIG_DFL)
                     except (OSError, ValueError):
                         pass
-            from .process.finalize import env_dict
             os.execve(hook["path"], hook["args"] or [hook["path"]], env_dict(hook["env"] or []))
         except BaseException as e:
             try:
@@ -109,3 +108,12 @@ def hooks_to_plain(config_hooks):
     """Hook objects -> plain dicts (for marshal and state.json)."""
     return {kind: [{"path": h.path, "args": h.args, "env": h.env, "timeout": h.timeout}
                    for h in lst] for kind, lst in config_hooks.items()}
+
+
+def env_dict(env):
+    """KEY=value strings -> the mapping os.execve wants (a later KEY wins)."""
+    out = {}
+    for e in env:
+        key, _, val = e.partition("=")
+        out[key] = val
+    return out

@@ -382,7 +382,7 @@ def send_to_listener(path, fd, pid, state, metadata):
     "containerProcessState") to the listener's unix socket."""
     import _socket
     from . import jsonlite
-    from .process.channel import pack_fds
+    from .linux.fdpass import pack_fds
     msg = jsonlite.dumps({"ociVersion": state.get("ociVersion", ""),
                           "fds": ["seccompFd"], "pid": pid, "metadata": metadata,
                           "state": state}, compact=True).encode()

@@ -2,6 +2,7 @@
 ``run(g, argv) -> exit code`` and does only argument handling before calling the
 library.  This file parses the global flags and dispatches."""
 
+import errno
 import os
 import sys
 
@@ -81,10 +82,10 @@ class Globals:
             if not os.path.isdir("/run/systemd/system"):
                 raise HutchError("--systemd-cgroup: systemd is not running as PID 1 on "
                                  "this host, so there is no systemd to manage cgroups; "
-                                 "omit the flag to use hutch's cgroupfs driver", 95)
+                                 "omit the flag to use hutch's cgroupfs driver", errno.EOPNOTSUPP)
             raise HutchError("--systemd-cgroup: the systemd cgroup driver is not "
                              "implemented yet; omit the flag to use hutch's cgroupfs "
-                             "driver", 95)
+                             "driver", errno.EOPNOTSUPP)
 
 
 def version_text():

@@ -21,6 +21,8 @@ options:
   --auto-dedup              free the parent images' duplicate pages
 """
 
+import errno
+
 from . import args
 
 SPEC = {
@@ -54,12 +56,12 @@ def parse_common(o):
     mode = o.get("cg_mode")
     if mode and mode not in rpc.CG_MODES:
         raise HutchError(f"invalid --manage-cgroups-mode {mode!r} (soft, full, strict, "
-                         "ignore)", 22)
+                         "ignore)", errno.EINVAL)
     empty = 0
     for ns in o.get("empty_ns") or ():
         if ns not in NS_FLAGS:
             raise HutchError(f"invalid --empty-ns {ns!r}: only network can be left "
-                             "empty", 22)
+                             "empty", errno.EINVAL)
         empty |= NS_FLAGS[ns]
     return mode, empty
 

@@ -5,6 +5,7 @@ in runc's shape.  Otherwise stream JSON events, one per line, until the containe
 stops: {"type":"oom"} when a process is OOM-killed, and {"type":"stats"} every
 --interval (default 5s; "0" turns stats off)."""
 
+import errno
 import sys
 
 from . import args
@@ -30,11 +31,11 @@ def parse_duration(s):
         unit = next((u for u in ("ns", "us", "µs", "ms", "s", "m", "h") if s.startswith(u, i)),
                     None)
         if unit is None or not num:
-            raise HutchError(f"invalid duration {s!r}", 22)
+            raise HutchError(f"invalid duration {s!r}", errno.EINVAL)
         total += float(num) * units[unit]
         num, i = "", i + len(unit)
     if num:
-        raise HutchError(f"invalid duration {s!r}: missing unit", 22)
+        raise HutchError(f"invalid duration {s!r}: missing unit", errno.EINVAL)
     return total
 
 

@@ -26,6 +26,8 @@ options:
                            frozen until the container is resumed)
 """
 
+import errno
+
 from . import args
 
 SPEC = {
@@ -58,7 +60,7 @@ def _run(g, argv):
     if o["process"] and command:
         raise args.Usage("exec: give either --process FILE or COMMAND, not both")
     if (o["preserve_fds"] or 0) < 0:
-        raise HutchError("--preserve-fds must not be negative", 22)
+        raise HutchError("--preserve-fds must not be negative", errno.EINVAL)
     cdir, info = E.prepare(g.root, cid)     # exec_in releases it once the process runs
     try:
         base = ProcessPlan.from_record(info.process)

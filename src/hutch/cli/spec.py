@@ -2,6 +2,7 @@
 
 Write a starter config.json into the bundle directory (default: the current one)."""
 
+import errno
 import os
 
 from . import args
@@ -19,7 +20,7 @@ def run(g, argv):
         raise HutchError('"spec" takes no arguments')
     path = os.path.join(o["bundle"] or ".", "config.json")
     if os.path.exists(path):
-        raise HutchError(f"File {path} exists. Remove it first", 17)
+        raise HutchError(f"File {path} exists. Remove it first", errno.EEXIST)
     cfg = spec(o["rootless"], os.geteuid(), os.getegid())
     try:
         with open(path, "x") as f:

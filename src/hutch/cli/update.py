@@ -15,6 +15,7 @@ options:
   --pids-limit N         maximum number of processes (-1: unlimited)
 """
 
+import errno
 import sys
 
 from . import args
@@ -85,9 +86,10 @@ def run(g, argv):
         try:
             res = jsonlite.loads(text)
         except ValueError as e:
-            raise HutchError(f"update: the resources are not valid JSON: {e}", 22) from None
+            raise HutchError(f"update: the resources are not valid JSON: {e}",
+                             errno.EINVAL) from None
         if not isinstance(res, dict):
-            raise HutchError("update: the resources must be a JSON object", 22)
+            raise HutchError("update: the resources must be a JSON object", errno.EINVAL)
         from ..cgroups.resources import normalise
         res = normalise(res)
     for flag, (section, key, kind) in FLAGS.items():

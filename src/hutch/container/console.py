@@ -76,7 +76,7 @@ def _forward(pidfd, n):
 
 def recv_master(sock_fd):
     """The pty master the container sends over ``sock_fd`` (closed here)."""
-    from ..process.channel import recv_fds
+    from ..linux.fdpass import recv_fds
     try:
         return recv_fds(sock_fd, 1, bufsize=1024)[0]
     except OSError:

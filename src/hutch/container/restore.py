@@ -199,7 +199,7 @@ class Restore:
                 if csock < 0:
                     raise HutchError("restore: the checkpoint has a terminal; give "
                                      "--console-socket", errno.EINVAL)
-                from ..process.channel import send_fd
+                from ..linux.fdpass import send_fd
                 send_fd(csock, fds[0], "/dev/ptmx")
             elif script in ("setup-namespaces", "post-restore") and npid:
                 self.pid = npid

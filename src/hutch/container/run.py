@@ -29,7 +29,7 @@ def run(root, cid, bundle, opts=None, cfg=None, detach=False, keep=False):
         if detach:
             raise HutchError("cannot allocate a tty when hutch detaches without "
                              "--console-socket")
-        from ..process.channel import socketpair
+        from ..linux.fdpass import socketpair
         ours, theirs = socketpair()
         o.console_fd = theirs
         proxy = ours

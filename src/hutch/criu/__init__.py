@@ -12,6 +12,7 @@ Which CRIU: ``--criu PATH``, then ``$HUTCH_CRIU``, then the ``criu =`` line of
 4.1 or newer.
 """
 
+import errno
 import os
 
 from ..errors import HutchError, failpoint
@@ -28,7 +29,7 @@ def find(explicit=None):
         if path:
             if not os.access(path, os.X_OK):
                 raise HutchError(f"criu {path} (from {origin}) is not an executable "
-                                 "file", 2)
+                                 "file", errno.ENOENT)
             return path
     import shutil
     path = shutil.which("criu", path=os.environ.get("PATH", "") +
@@ -36,7 +37,7 @@ def find(explicit=None):
     if path is None:
         raise HutchError("checkpoint/restore needs CRIU >= 4.1, and none was found "
                          "(--criu, $HUTCH_CRIU, /etc/hutch/hutch.conf, PATH); "
-                         "tools/install-criu.sh builds one", 2)
+                         "tools/install-criu.sh builds one", errno.ENOENT)
     return path
 
 
@@ -142,7 +143,7 @@ class Swrk:
         data = rpc.encode("req", req)
         if fds:
             import _socket
-            from ..process.channel import pack_fds
+            from ..linux.fdpass import pack_fds
             self.sock.sendmsg([data], [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS,
                                         pack_fds(fds))])
         else:
@@ -152,7 +153,7 @@ class Swrk:
         """(response dict, fds that came with it) or (None, []) at EOF."""
         import _socket
         from . import rpc
-        from ..process.channel import unpack_fds
+        from ..linux.fdpass import unpack_fds
         data, anc, _, _ = self.sock.recvmsg(1 << 20, _socket.CMSG_SPACE(4 * 8))
         fds = []
         for level, kind, payload in anc:
@@ -231,7 +232,7 @@ def call(criu, req, on_notify=None, extra_fds=(), what="criu", inherit_stdio=Fal
             resp, fds = w.recv()
             if resp is None:
                 raise HutchError(f"{what}: criu exited without an answer (exit "
-                                 f"{w.proc.wait()})", 5)
+                                 f"{w.proc.wait()})", errno.EIO)
             if resp.get("type") == rpc.NOTIFY:
                 n = resp.get("notify") or {}
                 ok = True
@@ -296,7 +297,7 @@ def check_version(criu, cache_dir=None):
     if v[:2] < MIN_VERSION:
         raise HutchError(f"criu {criu} is version {'.'.join(map(str, v))}; hutch needs "
                          f"{'.'.join(map(str, MIN_VERSION))} or newer "
-                         "(tools/install-criu.sh builds one)", 95)
+                         "(tools/install-criu.sh builds one)", errno.EOPNOTSUPP)
     _checked[criu] = v
     if cache:
         try:

@@ -10,6 +10,7 @@ import _signal as signal
 import stat
 
 from ..errors import HutchError
+from ..hooks import env_dict
 from ..linux import kernel as K
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -254,15 +255,6 @@ def find_executable(name, env):
             return cand
     raise HutchError(f'exec: "{name}": executable file not found in $PATH',
                      errno.ENOENT)
-
-
-def env_dict(env):
-    """KEY=value strings -> the mapping os.execve wants (a later KEY wins)."""
-    out = {}
-    for e in env:
-        key, _, val = e.partition("=")
-        out[key] = val
-    return out
 
 
 def reset_signals():
