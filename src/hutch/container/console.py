@@ -92,10 +92,10 @@ def _copy_tty(master, pidfd):
     stdin_tty = os.isatty(0)
     saved = None
     if stdin_tty:
-        import fcntl
+        from ..linux import kernel as K
+        k = K.kernel()
         try:
-            ws = fcntl.ioctl(0, termios.TIOCGWINSZ, b"\0" * 8)
-            fcntl.ioctl(master, termios.TIOCSWINSZ, ws)
+            k.ioctl(master, K.TIOCSWINSZ, k.ioctl(0, K.TIOCGWINSZ, bytes(8)))
         except OSError:
             pass
         saved = termios.tcgetattr(0)

@@ -141,6 +141,9 @@ class FakeKernel:
         self._rec("ioctl", fd, request, arg, what=what)
         if request in (K.TIOCSPTLCK, K.TIOCSWINSZ, K.TIOCSCTTY):
             return arg
+        if request == K.TIOCGWINSZ:        # a terminal of 24 rows, 80 columns
+            return (24).to_bytes(2, "little") + (80).to_bytes(2, "little") + \
+                bytes(len(arg) - 4)
         if request == K.TIOCGPTPEER:
             return self._fd(f"pty peer of {_path_of(fd)}",
                             os.MFD_CLOEXEC if arg & os.O_CLOEXEC else 0)

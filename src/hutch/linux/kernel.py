@@ -93,6 +93,7 @@ CLOSE_RANGE_CLOEXEC = 4
 # ioctl requests (the asm-generic numbers: the same on every supported machine)
 TIOCSCTTY = 0x540E
 TIOCSWINSZ = 0x5414
+TIOCGWINSZ = 0x5413
 TIOCGPTPEER = 0x5441
 TIOCSPTLCK = 0x40045431
 NS_GET_NSTYPE = 0xB703
