@@ -40,7 +40,7 @@ U64 = (1 << 64) - 1
 _lib = None
 
 
-def _libseccomp():
+def libseccomp():
     global _lib
     if _lib is None:
         import ctypes
@@ -223,7 +223,7 @@ def _cache_key(sec):
     except ImportError:
         import hashlib
         h = hashlib.sha256()
-    lib = _libseccomp()
+    lib = libseccomp()
     ver = _lib_version(lib)
     # the program's own layout version: 2 has the -ENOSYS stub
     h.update(f"{ver}\0{os.uname().machine}\0layout 2\0".encode())
@@ -260,7 +260,7 @@ def _cache_put(cache_dir, key, bpf):
 
 def _build(default, arches, rules, where):
     import ctypes
-    lib = _libseccomp()
+    lib = libseccomp()
     ctx = lib.seccomp_init(default)
     if not ctx:
         raise HutchError(f"{where}: libseccomp refused the default action", errno.EINVAL)

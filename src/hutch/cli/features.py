@@ -9,14 +9,14 @@ def _seccomp():
     """What libseccomp (which hutch compiles profiles with) offers here."""
     from .. import seccomp
     try:
-        seccomp._libseccomp()
+        seccomp.libseccomp()
     except Exception:   # noqa: BLE001 - reported as not enabled
         return {"enabled": False}
     arches = ["SCMP_ARCH_" + a.upper() for a in (
         "x86", "x86_64", "x32", "arm", "aarch64", "mips", "mips64", "mips64n32",
         "mipsel", "mipsel64", "mipsel64n32", "ppc", "ppc64", "ppc64le", "riscv64",
         "s390", "s390x")
-        if seccomp._libseccomp().seccomp_arch_resolve_name(a.encode())]
+        if seccomp.libseccomp().seccomp_arch_resolve_name(a.encode())]
     return {"enabled": True, "actions": sorted(seccomp.ACTIONS),
             "operators": sorted(seccomp.OPS), "archs": arches,
             "knownFlags": sorted(seccomp.FLAGS), "supportedFlags": sorted(seccomp.FLAGS)}

@@ -265,7 +265,7 @@ def listen_fds():
 def process_json(path):
     """An exec --process file: (the JSON object, its parsed Process)."""
     from .. import jsonlite
-    from ..spec.config import _V, parse_process
+    from ..spec.config import parse_process_json
     try:
         with open(path, "rb") as f:
             data = jsonlite.loads(f.read())
@@ -273,4 +273,4 @@ def process_json(path):
         raise HutchError(f"read --process {path}: {e.strerror}", e.errno) from None
     except ValueError as e:
         raise ConfigError(f"process.json: not valid JSON: {e}") from None
-    return data, parse_process(_V(data, "", "process.json"))
+    return data, parse_process_json(data)

@@ -156,6 +156,11 @@ class Process:
         self.command_line = None
 
 
+def parse_process_json(data, src="process.json"):
+    """An exec process.json's object, validated."""
+    return parse_process(_V(data, "", src))
+
+
 def parse_process(v, require_args=True):
     """Validates a ``process`` object (``v`` is a _V)."""
     from .. import capabilities
