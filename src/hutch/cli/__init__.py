@@ -2,7 +2,6 @@
 ``run(g, argv) -> exit code`` and does only argument handling before calling the
 library.  This file parses the global flags and dispatches."""
 
-import errno
 import os
 import sys
 
@@ -79,6 +78,7 @@ class Globals:
 
     def check_cgroup_driver(self):
         if self.systemd_cgroup:
+            import errno
             if not os.path.isdir("/run/systemd/system"):
                 raise HutchError("--systemd-cgroup: systemd is not running as PID 1 on "
                                  "this host, so there is no systemd to manage cgroups; "
@@ -114,7 +114,6 @@ def _commit():
 
 def main(argv=None):
     from . import args
-    from .. import log
     if argv is None:
         argv = sys.argv[1:]
     rest = []
@@ -126,7 +125,10 @@ def main(argv=None):
         if g.rootless not in ("true", "false", "auto"):
             raise args.Usage(f"invalid --rootless value {g.rootless!r} "
                              "(true, false or auto)")
-        log.configure(g.log, g.log_format, g.debug)
+        if g.log or g.log_format != "text" or g.debug:
+            # the defaults need no import: a verb that logs nothing loads no logger
+            from .. import log
+            log.configure(g.log, g.log_format, g.debug)
         if opts["version"]:
             sys.stdout.write(version_text())
             return 0
@@ -152,11 +154,13 @@ def main(argv=None):
             return code
         return mod.run(g, rest[1:]) or 0
     except HutchError as e:
+        from .. import log
         log.error(str(e))
         return 1
     except OSError as e:
         # a system call hutch did not expect to fail (a full disk, no fds left):
         # still one line, with the errno, never a traceback
+        from .. import log
         log.error(str(HutchError.from_os(rest[0] if rest else "hutch", e)))
         return 1
     except KeyboardInterrupt:
