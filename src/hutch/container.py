@@ -178,16 +178,12 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         state["cgroup"] = mgr.to_state() if mgr else None
         cdir.save()
         failpoint("create:cgroups")
-        # the helper that becomes the init joins the cgroups first, while it is
-        # still starting up: the first cgroup migration can wait for an RCU grace
-        # period (up to ~10 ms here), which this overlaps with the helper's start-up.
-        # The host checks come after; a failure rolls all of this back.
+        # the helper that becomes the init joins the cgroups itself, first thing
+        # once it has the plan (process/init.py: join_cgroups)
         from .linux.exeguard import may_clear_immutable
         strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
                                      cfg.has_ns("user"))
         h = helper.take(close=(cdir.lock_fd,), strict=strict)
-        if mgr is not None:
-            mgr.add(h.pid)
         failpoint("create:helper")
         validate(cfg)
         if mgr is not None:

@@ -406,3 +406,38 @@ class Manager:
                         errors.append(f"{dirpath}: {e.strerror}")
                         break
                     time.sleep(0.005)
+
+
+def join_self(paths, defer_v2=False):
+    """Moves the calling process into the cgroups ``paths`` (key -> directory).
+    The caller must be single-threaded (the whole create path is).
+
+    v1: "0" written to ``tasks`` moves the calling thread, and for the calling
+    thread alone the kernel does not write-lock cgroup_threadgroup_rwsem, whose
+    first writer waits for an RCU grace period (10-15 ms on every create here;
+    writing a pid to cgroup.procs always takes it).  For a single-threaded
+    process that thread is the whole process.  Where ``tasks`` is refused (a
+    delegation that gave only cgroup.procs) cgroup.procs is written instead.
+    v2 has no per-thread way in across cgroups: ``defer_v2`` leaves it out and
+    returns its directory, for the next child to be born there
+    (:meth:`hutch.linux.kernel.Kernel.fork_into_cgroup`); otherwise "0" goes to
+    its cgroup.procs, grace period included.  Errors read as :meth:`Manager.add`'s."""
+    v2 = None
+    for key, path in paths.items():
+        if key == "unified" and defer_v2:
+            v2 = path
+            continue
+        names = ("cgroup.procs",) if key == "unified" else ("tasks", "cgroup.procs")
+        for i, name in enumerate(names):
+            try:
+                fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+                break
+            except OSError as e:
+                if i + 1 < len(names) and e.errno in (1, 13):
+                    continue
+                raise HutchError(f"join cgroup {path}: {e.strerror}", e.errno) from None
+    return v2

@@ -20,6 +20,7 @@ CLONE_NEWIPC = 0x08000000
 CLONE_NEWUSER = 0x10000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_INTO_CGROUP = 0x200000000     # clone3 only
 
 # mount(2) flags
 MS_RDONLY = 1
@@ -100,9 +101,10 @@ else:  # pragma: no cover - other architectures are not supported yet
     raise ImportError(f"hutch: unsupported architecture {_MACHINE}")
 NR.update(pidfd_send_signal=424, open_tree=428, move_mount=429, fsopen=430,
           fsconfig=431, fsmount=432, pidfd_open=434, close_range=436, openat2=437,
-          mount_setattr=442)
+          mount_setattr=442, clone3=435)
 
 _libc = None
+_pylib = None
 
 
 def _lib():
@@ -112,6 +114,17 @@ def _lib():
         _libc = ctypes.CDLL(None, use_errno=True)
         _libc.syscall.restype = ctypes.c_long
     return _libc
+
+
+def _pyapi():
+    """libc and the interpreter's C API through a handle that keeps the GIL held
+    during the call (what the interpreter's own fork needs around it)."""
+    global _pylib
+    if _pylib is None:
+        import ctypes
+        _pylib = ctypes.PyDLL(None, use_errno=True)
+        _pylib.syscall.restype = ctypes.c_long
+    return _pylib
 
 
 def _b(s):
@@ -219,6 +232,33 @@ class Kernel:
         u = ctypes.c_ulong
         return _check(_lib().prctl(option, u(arg2), u(arg3), u(arg4), u(arg5)),
                       what or f"prctl {option}")
+
+    def fork_into_cgroup(self, cgroup_fd):
+        """fork(2) whose child is born in the cgroup v2 directory ``cgroup_fd``
+        (clone3 with CLONE_INTO_CGROUP): no migration afterwards, hence none of
+        the RCU grace period (~10-15 ms) that the first write to a cgroup.procs
+        waits for.  The interpreter is prepared and restored around it exactly as
+        os.fork() does (PyOS_BeforeFork / PyOS_AfterFork_*); the caller must be
+        single-threaded, as the whole create and exec path is.  Returns the
+        child's pid, 0 in the child; OSError as fork would raise it."""
+        import ctypes
+        from _signal import SIGCHLD
+        api = _pyapi()
+        # struct clone_args: flags, pidfd, child_tid, parent_tid, exit_signal,
+        # stack, stack_size, tls, set_tid, set_tid_size, cgroup
+        args = (ctypes.c_uint64 * 11)(CLONE_INTO_CGROUP, 0, 0, 0, SIGCHLD,
+                                      0, 0, 0, 0, 0, cgroup_fd)
+        api.PyOS_BeforeFork()
+        pid = api.syscall(NR["clone3"], ctypes.byref(args),
+                          ctypes.c_size_t(ctypes.sizeof(args)))
+        if pid == 0:
+            api.PyOS_AfterFork_Child()
+            return 0
+        err = ctypes.get_errno()
+        api.PyOS_AfterFork_Parent()
+        if pid < 0:
+            raise OSError(err, f"clone3 into a cgroup: {os.strerror(err)}")
+        return pid
 
     def capget(self):
         """Returns (effective, permitted, inheritable) as 64-bit masks."""

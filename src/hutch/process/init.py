@@ -42,15 +42,38 @@ def preload():
     host's Python library is out of reach)."""
     from .. import capabilities, hooks, jsonlite, lsm, network, namespaces  # noqa: F401
     from .. import seccomp  # noqa: F401
+    from ..cgroups import manager  # noqa: F401
     from ..rootfs import setup  # noqa: F401
     from . import finalize  # noqa: F401
     import _socket, fcntl, resource, struct  # noqa: F401,E401
     K._lib()     # ctypes
 
 
+def join_cgroups(plan):
+    """stage1 puts itself in the container's cgroups, first of all (the paths
+    are the host's, and a joined user or cgroup namespace could hide them).
+    Returns an O_PATH fd of the v2 cgroup for the init to be born in (-1: none,
+    or joined here already).  With a user namespace or a joined cgroup namespace
+    the v2 cgroup is joined here: a child born into it would be checked against
+    those namespaces' credentials and view, not the host's."""
+    paths = plan["cgroup_paths"]
+    if not paths:
+        return -1
+    from ..cgroups.manager import join_self
+    defer = not plan["userns"] and "cgroup" not in plan["join_paths"]
+    v2 = join_self(paths, defer_v2=defer)
+    if v2 is None:
+        return -1
+    try:
+        return os.open(v2, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise HutchError(f"join cgroup {v2}: {e.strerror}", e.errno) from None
+
+
 def stage1(plan, sock):
     k = kernel()
     try:
+        cgroup_fd = join_cgroups(plan)
         for t, fd in plan["join"]:
             k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
             os.close(fd)
@@ -62,12 +85,16 @@ def stage1(plan, sock):
                 os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        if plan["new_flags"]:
-            k.unshare(plan["new_flags"])
+        # a new cgroup namespace is the init's to make, once it is in its
+        # cgroups (it is born in the v2 one)
+        flags = plan["new_flags"] & ~K.CLONE_NEWCGROUP
+        if flags:
+            k.unshare(flags)
         if plan["time_offsets"]:
             with open("/proc/self/timens_offsets", "w") as f:
                 f.write(plan["time_offsets"])
-        fork_and_report(sock, stage2, plan, sock)
+        fork_and_report(sock, stage2, plan, sock, cgroup_fd=cgroup_fd,
+                        cgroup_path=plan["cgroup_paths"].get("unified"))
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
@@ -88,16 +115,35 @@ def send_notify_fd(k, proc, sock):
         os._exit(1)
 
 
-def fork_and_report(sock, fn, *args):
+def _fork(cgroup_fd, cgroup_path):
+    if cgroup_fd < 0:
+        return os.fork()
+    try:
+        return kernel().fork_into_cgroup(cgroup_fd)
+    except OSError as e:
+        if e.errno in (11, 12):     # EAGAIN, ENOMEM: fork would fail alike
+            raise
+    # the kernel cannot (older than 5.7) or will not (a permission, the v2
+    # no-internal-process rule): join by writing, which gives runc's error
+    from ..cgroups.manager import join_self
+    join_self({"unified": cgroup_path})
+    return os.fork()
+
+
+def fork_and_report(sock, fn, *args, cgroup_fd=-1, cgroup_path=None):
     """Forks a child that runs ``fn(*args)`` (its errors go to the parent as one
     line), reports the child's pid, and exits: how stage1 and the exec helper
-    hand over to a child in the new pid namespace."""
+    hand over to a child in the new pid namespace.  ``cgroup_fd``: the child is
+    born in that v2 cgroup (``cgroup_path``); closed here, in both."""
     try:
-        pid = os.fork()
+        pid = _fork(cgroup_fd, cgroup_path)
     except BlockingIOError as e:
         raise HutchError(f"fork the container's first process: {e.strerror} (a pids "
                          "limit of its cgroup or of a parent cgroup, or RLIMIT_NPROC, "
                          "is reached)", e.errno) from None
+    finally:
+        if cgroup_fd >= 0:
+            os.close(cgroup_fd)
     if pid == 0:
         try:
             fn(*args)
@@ -121,6 +167,8 @@ def stage2(plan, sock):
     from ..rootfs.setup import Rootfs
     from . import finalize
     proc = plan["process"]
+    if plan["new_flags"] & K.CLONE_NEWCGROUP:
+        k.unshare(K.CLONE_NEWCGROUP)
     msg = channel.recv(sock)
     if msg is None:
         os._exit(1)
