@@ -55,9 +55,6 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
             elif t == "pid":
                 c2 = msg["pid"]
                 debug(f"child process in init(): the container's init is pid {c2}")
-                os.waitpid(c1, 0)
-                c1 = None
-                on_pid(c2)
                 srcs = _bind_sources(plan) if plan["new_user"] and \
                     plan["new_mountns"] else []
                 opened = _open_in_mount_ns(c2, srcs) if srcs else []
@@ -69,6 +66,12 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
                 finally:
                     for _, fd in opened:
                         os.close(fd)
+                # while the init builds its rootfs: stage1 is reaped and the pid
+                # recorded (the init cannot outlive this command before it is
+                # ready: it exits at the channel's EOF)
+                os.waitpid(c1, 0)
+                c1 = None
+                on_pid(c2)
             elif t == "hooks":
                 failpoint("create:rootfs")
                 if on_rootfs is not None:
