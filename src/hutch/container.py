@@ -235,6 +235,19 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
             cdir.save()
             failpoint("create:pid")
 
+        def fill_state():
+            # what `hutch exec` needs to give its processes the init's
+            # confinement (made while the init finishes its rootfs)
+            state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
+                "args", "terminal", "console_size", "seccomp")},
+                "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring,
+                "strict_guard": strict}
+            from .spec.config import checkpoint_info
+            state["criu"] = dict(checkpoint_info(cfg, bundle), rootless=rootless)
+            if prog is not None:
+                from .seccomp import to_state
+                state["exec"]["process"]["seccomp"] = to_state(prog)
+
         def hooks_state(p, as_json=True):
             st = {"ociVersion": cfg.oci_version, "id": cid, "status": "creating",
                   "pid": p, "bundle": bundle, "annotations": cfg.annotations}
@@ -245,19 +258,9 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         failpoint("create:spawn")
         launch.spawn(plan, helper_h, on_pid, hooks_state,
                      on_rootfs=(lambda: mgr.apply_devices(cfg.resources))
-                     if mgr is not None else None)
+                     if mgr is not None else None, meanwhile=fill_state)
         failpoint("create:ready")
         state["status"] = "created"
-        # what `hutch exec` needs to give its processes the init's confinement
-        state["exec"] = {"process": {k: v for k, v in proc.items() if k not in (
-            "args", "terminal", "console_size", "seccomp")},
-            "namespaces": sorted(cfg.namespaces), "no_new_keyring": no_new_keyring,
-            "strict_guard": strict}
-        from .criu.container import criu_info
-        state["criu"] = dict(criu_info(cfg, bundle), rootless=rootless)
-        if prog is not None:
-            from .seccomp import to_state
-            state["exec"]["process"]["seccomp"] = to_state(prog)
         cdir.save()
         failpoint("create:saved")
         if pid_file:

@@ -19,26 +19,12 @@ import os
 
 from .. import criu as C
 from ..errors import HutchError, NotRunning, failpoint
+# criu_info moved to hutch.spec.config: importing this package cost every create ~1 ms
+from ..spec.config import checkpoint_info as criu_info
 
 DESCRIPTORS = "descriptors.json"
 NET_KEY = "extRootNetNS"
 PIPE_MAX_FOR_LAZY = 4 << 20
-
-
-def criu_info(cfg, bundle):
-    """What checkpoint needs to know about a container, recorded at create.  A
-    relative bind source is the bundle's, as at create."""
-    binds = [(m.destination, os.path.join(bundle, m.source or "")) for m in cfg.mounts
-             if m.type == "bind" or "bind" in m.options or "rbind" in m.options]
-    devices = [d[0] for d in cfg.devices]
-    if cfg.has_ns("user"):
-        from ..rootfs.setup import DEFAULT_DEVICES
-        devices += [d[0] for d in DEFAULT_DEVICES if d[0] not in devices]
-    return {"binds": binds, "masked": list(cfg.masked_paths), "devices": devices,
-            "join": {t: p for t, p in cfg.namespaces.items() if p},
-            "userns": cfg.has_ns("user"),
-            "cgroup_mounts": [m.destination for m in cfg.mounts if m.type == "cgroup"],
-            "cgroupns": cfg.new_ns("cgroup")}
 
 
 def resolved_in(root, dest):

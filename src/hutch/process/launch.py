@@ -15,13 +15,14 @@ from ..linux import kernel as K
 from ..linux.kernel import kernel
 
 
-def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
+def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None):
     """Starts the container's init through ``h``, a :class:`helper.Helper` that
     becomes stage1 (the caller has put it in the container's cgroups already).
     ``on_pid(pid)`` is called as soon as the init's pid is known (the caller records
     it for crash-safe clean-up); ``hooks_state(pid)`` returns the state JSON for the
     createRuntime hooks; ``on_rootfs()`` runs once the init has made the rootfs
-    and its device nodes, before those hooks (the device rules go in there).
+    and its device nodes, before those hooks (the device rules go in there);
+    ``meanwhile()`` once they have run, while the init finishes (masks, pivot).
     The plan's fds are closed here in every case."""
     from .. import hooks
     from . import helper
@@ -80,6 +81,8 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
                 hooks.run_hooks(plan["hooks"], "prestart", state)
                 hooks.run_hooks(plan["hooks"], "createRuntime", state)
                 channel.send(psock, {"t": "ok"})
+                if meanwhile is not None:
+                    meanwhile()
             elif t == "seccomp":      # a notify filter: its fd goes to the listener
                 from ..seccomp import send_to_listener
                 fd = channel.recv_fds(psock, 1)[0]
