@@ -408,8 +408,8 @@ def start(root, cid):
         d["status"] = "running"
         cdir.save()
         failpoint("start:saved")
-        st = cdir.oci_state()
         if d.get("hooks", {}).get("poststart"):
+            st = cdir.oci_state()
             from . import jsonlite
             try:
                 hooks.run_hooks(d["hooks"], "poststart", jsonlite.dumps(st))
