@@ -178,12 +178,13 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
         state["cgroup"] = mgr.to_state() if mgr else None
         cdir.save()
         failpoint("create:cgroups")
-        # the helper that becomes the init joins the cgroups itself, first thing
-        # once it has the plan (process/init.py: join_cgroups)
+        # the helper that becomes the init joins the cgroups (and makes the
+        # namespaces) while the checks below run: process/launch.py, prepare
         from .linux.exeguard import may_clear_immutable
         strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
                                      cfg.has_ns("user"))
         h = helper.take(close=(cdir.lock_fd,), strict=strict)
+        launch.prepare(h, cfg, mgr.paths if mgr else {})
         failpoint("create:helper")
         validate(cfg)
         if mgr is not None:

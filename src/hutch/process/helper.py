@@ -141,6 +141,11 @@ def serve(sock, kind="create"):
         from . import init
         init.preload()
     msg = channel.recv(sock)
+    prepared = None
+    if msg is not None and msg.get("t") == "prepare":
+        from . import init
+        prepared = init.prepare(msg, sock)
+        msg = channel.recv(sock)
     if msg is None or msg.get("t") not in ("plan", "enter"):
         os._exit(0)
     if msg["t"] == "enter":
@@ -155,5 +160,5 @@ def serve(sock, kind="create"):
     for key in ("console_socket", "fifo_fd"):
         if plan[key] >= 0:
             plan[key] = next(fds)
-    init.stage1(plan, sock)
+    init.stage1(plan, sock, prepared)
     os._exit(1)

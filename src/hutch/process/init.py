@@ -49,18 +49,19 @@ def preload():
     K._lib()     # ctypes
 
 
-def join_cgroups(plan):
+def join_cgroups(p):
     """stage1 puts itself in the container's cgroups, first of all (the paths
     are the host's, and a joined user or cgroup namespace could hide them).
     Returns an O_PATH fd of the v2 cgroup for the init to be born in (-1: none,
     or joined here already).  With a user namespace or a joined cgroup namespace
     the v2 cgroup is joined here: a child born into it would be checked against
-    those namespaces' credentials and view, not the host's."""
-    paths = plan["cgroup_paths"]
+    those namespaces' credentials and view, not the host's.  ``p``: the plan, or
+    the prepare message (the same keys)."""
+    paths = p["cgroup_paths"]
     if not paths:
         return -1
     from ..cgroups.manager import join_self
-    defer = not plan["userns"] and "cgroup" not in plan["join_paths"]
+    defer = not p["userns"] and "cgroup" not in p["join_paths"]
     v2 = join_self(paths, defer_v2=defer)
     if v2 is None:
         return -1
@@ -70,10 +71,36 @@ def join_cgroups(plan):
         raise HutchError(f"join cgroup {v2}: {e.strerror}", e.errno) from None
 
 
-def stage1(plan, sock):
+def _unshare(k, p):
+    # a new cgroup namespace is the init's to make, once it is in its
+    # cgroups (it is born in the v2 one)
+    flags = p["new_flags"] & ~K.CLONE_NEWCGROUP
+    if flags:
+        k.unshare(flags)
+    if p["time_offsets"]:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write(p["time_offsets"])
+
+
+def prepare(msg, sock):
+    """What stage1 does before its plan arrives (:func:`launch.prepare` sends
+    this while the hutch command validates the config and builds the plan): it
+    joins the cgroups and, when ``msg["early"]`` (no user namespace, nothing
+    joined by path), creates the new namespaces.  Returns where stage1 resumes."""
+    try:
+        done = {"cgroup_fd": join_cgroups(msg), "unshared": False}
+        if msg["early"]:
+            _unshare(kernel(), msg)
+            done["unshared"] = True
+        return done
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def stage1(plan, sock, prepared=None):
     k = kernel()
     try:
-        cgroup_fd = join_cgroups(plan)
+        cgroup_fd = prepared["cgroup_fd"] if prepared else join_cgroups(plan)
         for t, fd in plan["join"]:
             k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
             os.close(fd)
@@ -85,14 +112,8 @@ def stage1(plan, sock):
                 os._exit(1)
             os.setresgid(0, 0, 0)
             os.setresuid(0, 0, 0)
-        # a new cgroup namespace is the init's to make, once it is in its
-        # cgroups (it is born in the v2 one)
-        flags = plan["new_flags"] & ~K.CLONE_NEWCGROUP
-        if flags:
-            k.unshare(flags)
-        if plan["time_offsets"]:
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(plan["time_offsets"])
+        if not (prepared and prepared["unshared"]):
+            _unshare(k, plan)
         fork_and_report(sock, stage2, plan, sock, cgroup_fd=cgroup_fd,
                         cgroup_path=plan["cgroup_paths"].get("unified"))
     except BaseException as e:   # noqa: BLE001

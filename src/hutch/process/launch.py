@@ -15,6 +15,24 @@ from ..linux import kernel as K
 from ..linux.kernel import kernel
 
 
+def prepare(h, cfg, cgroup_paths):
+    """Gives the helper (stage1-to-be) what it can do before the plan, so that
+    it does it while this command validates the config and builds the plan: join
+    the container's cgroups and, with no user namespace to map and nothing
+    joined by path, create the new namespaces (:func:`init.prepare`).  Errors
+    reach :func:`spawn` through the channel."""
+    from ..namespaces import new_flags, time_offsets_text
+    early = not cfg.has_ns("user") and not any(cfg.namespaces.values())
+    msg = {"t": "prepare", "cgroup_paths": cgroup_paths, "userns": cfg.has_ns("user"),
+           "join_paths": {t: p for t, p in cfg.namespaces.items() if p},
+           "early": early, "new_flags": new_flags(cfg.namespaces),
+           "time_offsets": time_offsets_text(cfg.time_offsets)}
+    try:
+        channel.send(h.sock, msg)
+    except OSError:
+        pass    # the helper died early; spawn reads why
+
+
 def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None):
     """Starts the container's init through ``h``, a :class:`helper.Helper` that
     becomes stage1 (the caller has put it in the container's cgroups already).
