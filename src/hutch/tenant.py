@@ -200,19 +200,6 @@ def sub_cgroup_paths(paths, specs):
     return out
 
 
-def _join_cgroups(paths, pid):
-    for path in paths.values():
-        procs = os.path.join(path, "cgroup.procs")
-        try:
-            with open(procs, "w") as f:
-                f.write(str(pid))
-        except OSError as e:
-            hint = " (exec joins an existing sub-cgroup: create it first)" \
-                if e.errno == 2 else ""
-            raise HutchError(f"adding pid {pid} to cgroups: open {procs}: "
-                             f"{e.strerror.lower()}{hint}", e.errno) from None
-
-
 # --- exec -----------------------------------------------------------------------
 def exec_in(root, cid, proc, detach=False, pid_file=None, console_socket=None,
             preserve_fds=0, ignore_paused=False, cgroups=(), source="config.json",
@@ -275,16 +262,19 @@ def _exec_locked(cid, cdir, proc, detach, pid_file, console_socket, preserve_fds
     notify_state = cdir.oci_state() if proc["seccomp"] and proc["seccomp"]["notify"] \
         else None
     return run_entry(plan, pidfd, paths, detach, pid_file, console_socket, strict,
-                     notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,))
+                     notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,),
+                     frozen=status == "paused")
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
               console_socket=None, strict=True, notify_state=None, started=None,
-              keep_from=()):
+              keep_from=(), frozen=False):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it.  ``started()`` is called once the helper has the
-    plan (exec releases the container's lock there); ``keep_from``: fds a
-    newly started helper must not inherit (that lock)."""
+    plan and is in the cgroups (exec releases the container's lock there);
+    ``keep_from``: fds a newly started helper must not inherit (that lock).
+    ``frozen``: the cgroups are frozen (exec --ignore-paused), so the helper
+    stops as it joins them: ``started()`` comes before it says so."""
     from .container import _connect
     from .linux import exeguard
     from .linux import kernel as K
@@ -318,20 +308,24 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     try:
         from .log import debug
         debug(f"nsexec container setup: the exec helper is pid {hpid}")
+        plan["cgroup_paths"] = cgroup_paths   # the helper joins them itself
         try:
-            _join_cgroups(cgroup_paths, hpid)
             failpoint("exec:helper")
             helper.send_enter(sock, plan, pidfd, csock)
         finally:
             os.close(pidfd)
             if csock >= 0:
                 os.close(csock)
+        if not frozen:
+            helper.wait_joined(sock)    # in the cgroups before the lock goes
         if started is not None:
             # the helper holds the pidfd and is in the cgroups: from here on a
             # concurrent verb cannot make it enter anything else, and the wait
             # for the program may be long (--ignore-paused waits for resume)
             started()
         failpoint("exec:sent")
+        if frozen:
+            helper.wait_joined(sock)
         msg = channel.recv(sock)
         os.waitpid(hpid, 0)
         hpid = 0

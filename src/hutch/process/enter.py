@@ -39,6 +39,29 @@ def preload():
     K._lib()
 
 
+def _join_error(path, e):
+    hint = " (exec joins an existing sub-cgroup: create it first)" \
+        if e.errno == 2 else ""
+    return HutchError(f"adding pid {os.getpid()} to cgroups: open {path}/cgroup.procs: "
+                      f"{(e.strerror or '').lower()}{hint}", e.errno)
+
+
+def join_cgroups(plan, sock):
+    """The helper puts itself in the target's cgroups (``plan["cgroup_paths"]``),
+    before any namespace (the paths are the host's), and says so; see
+    :func:`hutch.cgroups.manager.join_self`.  Returns the v2 cgroup for the child
+    to be born in, or None.  In the target's user namespace the child could not
+    be born there with the host's view: the v2 cgroup is joined here then."""
+    paths = plan.get("cgroup_paths") or {}
+    cgroup = None
+    if paths:
+        from ..cgroups.manager import join_self
+        cgroup = join_self(paths, defer_v2=not plan["ns_flags"] & K.CLONE_NEWUSER,
+                           error=_join_error)
+    channel.send(sock, {"t": "joined"})
+    return cgroup
+
+
 def stage(plan, sock, pidfd, console_sock):
     """In the helper: join, fork the child, report its pid, exit."""
     from .init import fail, fork_and_report
@@ -46,24 +69,42 @@ def stage(plan, sock, pidfd, console_sock):
     try:
         k.prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if plan["ns_flags"]:
+        cgroup = join_cgroups(plan, sock)
+        flags = plan["ns_flags"]
+        # born in its v2 cgroup, the child joins the cgroup namespace itself
+        # (its view is then the same as for a child of a helper in the cgroup)
+        cgroupns = pidfd if cgroup is not None and flags & K.CLONE_NEWCGROUP else -1
+        if cgroupns >= 0:
+            flags &= ~K.CLONE_NEWCGROUP
+        if flags:
             try:
-                k.setns(pidfd, plan["ns_flags"])
+                k.setns(pidfd, flags)
             except OSError as e:
                 if e.errno == 3:
                     raise HutchError(plan["gone_msg"], 3) from None
                 raise HutchError(f"join the namespaces of {plan['target']}: "
                                  f"{os.strerror(e.errno)}", e.errno) from None
-        os.close(pidfd)
-        fork_and_report(sock, child, plan, sock, hostproc, console_sock)
+        if cgroupns < 0:
+            os.close(pidfd)
+        fork_and_report(sock, child, plan, sock, hostproc, console_sock, cgroupns,
+                        cgroup=cgroup)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
 
-def child(plan, sock, hostproc, console_sock):
+def child(plan, sock, hostproc, console_sock, cgroupns=-1):
     from . import finalize
     k = kernel()
     proc = plan["process"]
+    if cgroupns >= 0:
+        try:
+            k.setns(cgroupns, K.CLONE_NEWCGROUP)
+        except OSError as e:
+            if e.errno == 3:
+                raise HutchError(plan["gone_msg"], 3) from None
+            raise HutchError(f"join the cgroup namespace of {plan['target']}: "
+                             f"{os.strerror(e.errno)}", e.errno) from None
+        os.close(cgroupns)
     os.setsid()
     finalize.set_rlimits(proc["rlimits"])
     finalize.reopen_dev_null()

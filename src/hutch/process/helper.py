@@ -176,6 +176,17 @@ def send_enter(sock, plan, pidfd, console_sock=-1):
     channel.send_fds(sock, fds)
 
 
+def wait_joined(sock):
+    """Waits until the exec helper is in the target's cgroups
+    (:func:`hutch.process.enter.join_cgroups`); raises its error if it failed."""
+    from ..errors import HutchError
+    msg = channel.recv(sock)
+    if msg is None:
+        raise HutchError("the exec helper exited during setup")
+    if msg["t"] == "error":
+        raise HutchError(msg["msg"], msg.get("errno"))
+
+
 def serve(sock, kind="create"):
     """The helper's main: import the container side, wait for the plan, run it."""
     os.set_inheritable(sock, False)

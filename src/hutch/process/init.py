@@ -52,23 +52,17 @@ def preload():
 def join_cgroups(p):
     """stage1 puts itself in the container's cgroups, first of all (the paths
     are the host's, and a joined user or cgroup namespace could hide them).
-    Returns an O_PATH fd of the v2 cgroup for the init to be born in (-1: none,
-    or joined here already).  With a user namespace or a joined cgroup namespace
-    the v2 cgroup is joined here: a child born into it would be checked against
-    those namespaces' credentials and view, not the host's.  ``p``: the plan, or
-    the prepare message (the same keys)."""
+    Returns the v2 cgroup for the init to be born in (:func:`open_v2`), or None:
+    none, or joined here already.  With a user namespace or a joined cgroup
+    namespace the v2 cgroup is joined here: a child born into it would be
+    checked against those namespaces' credentials and view, not the host's.
+    ``p``: the plan, or the prepare message (the same keys)."""
     paths = p["cgroup_paths"]
     if not paths:
-        return -1
+        return None
     from ..cgroups.manager import join_self
     defer = not p["userns"] and "cgroup" not in p["join_paths"]
-    v2 = join_self(paths, defer_v2=defer)
-    if v2 is None:
-        return -1
-    try:
-        return os.open(v2, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-    except OSError as e:
-        raise HutchError(f"join cgroup {v2}: {e.strerror}", e.errno) from None
+    return join_self(paths, defer_v2=defer)
 
 
 def _unshare(k, p):
@@ -88,7 +82,7 @@ def prepare(msg, sock):
     joins the cgroups and, when ``msg["early"]`` (no user namespace, nothing
     joined by path), creates the new namespaces.  Returns where stage1 resumes."""
     try:
-        done = {"cgroup_fd": join_cgroups(msg), "unshared": False}
+        done = {"cgroup": join_cgroups(msg), "unshared": False}
         if msg["early"]:
             _unshare(kernel(), msg)
             done["unshared"] = True
@@ -100,7 +94,7 @@ def prepare(msg, sock):
 def stage1(plan, sock, prepared=None):
     k = kernel()
     try:
-        cgroup_fd = prepared["cgroup_fd"] if prepared else join_cgroups(plan)
+        cgroup = prepared["cgroup"] if prepared else join_cgroups(plan)
         for t, fd in plan["join"]:
             k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
             os.close(fd)
@@ -114,8 +108,7 @@ def stage1(plan, sock, prepared=None):
             os.setresuid(0, 0, 0)
         if not (prepared and prepared["unshared"]):
             _unshare(k, plan)
-        fork_and_report(sock, stage2, plan, sock, cgroup_fd=cgroup_fd,
-                        cgroup_path=plan["cgroup_paths"].get("unified"))
+        fork_and_report(sock, stage2, plan, sock, cgroup=cgroup)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
@@ -136,35 +129,39 @@ def send_notify_fd(k, proc, sock):
         os._exit(1)
 
 
-def _fork(cgroup_fd, cgroup_path):
-    if cgroup_fd < 0:
+def _fork(cgroup):
+    if cgroup is None:
         return os.fork()
+    dfd, pfd, path = cgroup
     try:
-        return kernel().fork_into_cgroup(cgroup_fd)
+        return kernel().fork_into_cgroup(dfd)
     except OSError as e:
         if e.errno in (11, 12):     # EAGAIN, ENOMEM: fork would fail alike
             raise
     # the kernel cannot (older than 5.7) or will not (a permission, the v2
     # no-internal-process rule): join by writing, which gives runc's error
-    from ..cgroups.manager import join_self
-    join_self({"unified": cgroup_path})
+    try:
+        os.write(pfd, b"0")
+    except OSError as e:
+        raise HutchError(f"join cgroup {path}: {e.strerror}", e.errno) from None
     return os.fork()
 
 
-def fork_and_report(sock, fn, *args, cgroup_fd=-1, cgroup_path=None):
+def fork_and_report(sock, fn, *args, cgroup=None):
     """Forks a child that runs ``fn(*args)`` (its errors go to the parent as one
     line), reports the child's pid, and exits: how stage1 and the exec helper
-    hand over to a child in the new pid namespace.  ``cgroup_fd``: the child is
-    born in that v2 cgroup (``cgroup_path``); closed here, in both."""
+    hand over to a child in the new pid namespace.  ``cgroup``: the v2 cgroup
+    the child is born in (:func:`hutch.cgroups.manager.open_v2`), closed here."""
     try:
-        pid = _fork(cgroup_fd, cgroup_path)
+        pid = _fork(cgroup)
     except BlockingIOError as e:
         raise HutchError(f"fork the container's first process: {e.strerror} (a pids "
                          "limit of its cgroup or of a parent cgroup, or RLIMIT_NPROC, "
                          "is reached)", e.errno) from None
     finally:
-        if cgroup_fd >= 0:
-            os.close(cgroup_fd)
+        if cgroup is not None:
+            os.close(cgroup[0])
+            os.close(cgroup[1])
     if pid == 0:
         try:
             fn(*args)
