@@ -29,13 +29,17 @@ _affinity = None     # the hutch command's CPU mask, which the helper takes back
 def _own_cpu():
     """The CPU this process runs on (field 39 of /proc/self/stat), or None."""
     try:
-        with open("/proc/self/stat", "rb") as f:
-            return int(f.read().rsplit(b")", 1)[1].split()[36])
+        fd = os.open("/proc/self/stat", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            data = os.read(fd, 4096)
+        finally:
+            os.close(fd)
+        return int(data.rsplit(b")", 1)[1].split()[36])
     except (OSError, ValueError, IndexError):
         return None
 
 
-def _spread(pid):
+def _spread(pid, cpu):
     """Starts the new helper on another CPU than this process.  The scheduler
     queues a forked child on its parent's CPU, where it waits behind the busy
     parent for up to a time slice (~3 ms on the 2-CPU test VM) while another CPU
@@ -46,7 +50,6 @@ def _spread(pid):
     leaves the scheduler's choice."""
     if not _affinity or len(_affinity) < 2:
         return
-    cpu = _own_cpu()
     others = [c for c in _affinity if c != cpu]
     try:
         os.sched_setaffinity(pid, others[:1])
@@ -85,6 +88,9 @@ class Helper:
                 _affinity = os.sched_getaffinity(0)
             except OSError:
                 _affinity = ()
+        # read before the fork: after it, every page this process writes is a
+        # copy-on-write fault, which made the read ~3x dearer
+        cpu = _own_cpu() if not reexec and len(_affinity) > 1 else None
         pid = os.fork()
         if pid == 0:
             # the read-only clone is made here, not in the parent: ctypes and the
@@ -112,7 +118,7 @@ class Helper:
                     os._exit(1)
         os.close(csock)
         if not reexec:
-            _spread(pid)
+            _spread(pid, cpu)
         h = cls(pid, psock)
         h.strict = fully_guarded
         return h
