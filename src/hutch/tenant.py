@@ -297,21 +297,28 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         os.close(pidfd)
         raise
     from . import runner
-    K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
-    exeguard.protect_self()
-    if not detach:
-        runner.hold_signals()
     h = helper.take(close=tuple(fd for fd in keep_from if fd is not None),
                     kind="enter", strict=strict)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:
+        # the helper joins the cgroups itself, meanwhile (in frozen ones it would
+        # stop there: then once it has the plan, see started below)
+        plan["cgroup_paths"] = cgroup_paths
+        if not frozen:
+            helper.prepare_enter(sock, plan)
+        K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+        exeguard.protect_self()
+        if not detach:
+            runner.hold_signals()
         from .log import debug
         debug(f"nsexec container setup: the exec helper is pid {hpid}")
-        plan["cgroup_paths"] = cgroup_paths   # the helper joins them itself
         try:
             failpoint("exec:helper")
-            helper.send_enter(sock, plan, pidfd, csock)
+            try:
+                helper.send_enter(sock, plan, pidfd, csock)
+            except OSError:
+                pass    # the helper died early (a cgroup it could not join): read why
         finally:
             os.close(pidfd)
             if csock >= 0:

@@ -62,14 +62,25 @@ def join_cgroups(plan, sock):
     return cgroup
 
 
-def stage(plan, sock, pidfd, console_sock):
+def prepare(msg, sock):
+    """The cgroups, joined before the plan comes (:func:`helper.prepare_enter`,
+    sent while the command gets ready): returns where :func:`stage` resumes."""
+    from .init import fail
+    try:
+        kernel().prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
+        return {"cgroup": join_cgroups(msg, sock)}
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def stage(plan, sock, pidfd, console_sock, prepared=None):
     """In the helper: join, fork the child, report its pid, exit."""
     from .init import fail, fork_and_report
     k = kernel()
     try:
         k.prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        cgroup = join_cgroups(plan, sock)
+        cgroup = prepared["cgroup"] if prepared else join_cgroups(plan, sock)
         flags = plan["ns_flags"]
         # born in its v2 cgroup, the child joins the cgroup namespace itself
         # (its view is then the same as for a child of a helper in the cgroup)

@@ -182,6 +182,13 @@ def send_enter(sock, plan, pidfd, console_sock=-1):
     channel.send_fds(sock, fds)
 
 
+def prepare_enter(sock, plan):
+    """Lets the exec helper join the target's cgroups before its plan comes
+    (:func:`hutch.process.enter.prepare`)."""
+    channel.send(sock, {"t": "prepare", "cgroup_paths": plan["cgroup_paths"],
+                        "ns_flags": plan["ns_flags"]})
+
+
 def wait_joined(sock):
     """Waits until the exec helper is in the target's cgroups
     (:func:`hutch.process.enter.join_cgroups`); raises its error if it failed."""
@@ -206,15 +213,20 @@ def serve(sock, kind="create"):
     _unspread()
     prepared = None
     if msg is not None and msg.get("t") == "prepare":
-        from . import init
-        prepared = init.prepare(msg, sock)
+        if kind == "enter":
+            from . import enter
+            prepared = enter.prepare(msg, sock)
+        else:
+            from . import init
+            prepared = init.prepare(msg, sock)
         msg = channel.recv(sock)
     if msg is None or msg.get("t") not in ("plan", "enter"):
         os._exit(0)
     if msg["t"] == "enter":
         from . import enter
         fds = channel.recv_fds(sock, msg["nfds"])
-        enter.stage(msg["plan"], sock, fds[0], fds[1] if len(fds) > 1 else -1)
+        enter.stage(msg["plan"], sock, fds[0], fds[1] if len(fds) > 1 else -1,
+                    prepared)
         os._exit(1)
     from . import init
     plan = msg["plan"]
