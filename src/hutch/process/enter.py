@@ -4,11 +4,12 @@ and `hutch enter`.
 Three processes take part:
 
 * the **parent** (the hutch command, :mod:`hutch.tenant`) holds a pidfd of the
-  target from the start, puts the helper in the target's cgroups and sends it the
+  target from the start, sends the helper the target's cgroups to join, then the
   plan with the pidfd;
 * the **helper** (:mod:`hutch.process.helper`, running from the guarded
-  interpreter) makes itself non-dumpable, opens the host's procfs, then joins every
-  namespace in one ``setns(pidfd, flags)``.  The kernel switches them all at once,
+  interpreter) makes itself non-dumpable, puts itself in the cgroups (v1; the
+  child is born in the v2 one: :func:`join_cgroups`), opens the host's procfs,
+  then joins every namespace in one ``setns(pidfd, flags)``.  The kernel switches them all at once,
   the user namespace first, and only if the process behind the pidfd is still
   alive: a pid that was reused, or an init that died, can never be entered.  A pid
   namespace applies to children, so the helper forks and exits;

@@ -8,6 +8,8 @@ runs alongside the parent's work (config, state, cgroups) instead of after it.
 
 The helper then becomes stage1 of the fork chain (:func:`hutch.process.init.stage1`):
 the parent sends the plan over a socketpair and the plan's fds with SCM_RIGHTS.
+A "prepare" message may come first: what the helper can do before the plan
+(join the cgroups, make the namespaces), done while the parent checks the config.
 If the parent goes away or closes the socket first, the helper exits quietly.
 
 When no guard is needed (rootless, or the interpreter is already on a read-only

@@ -35,7 +35,7 @@ def prepare(h, cfg, cgroup_paths):
 
 def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None):
     """Starts the container's init through ``h``, a :class:`helper.Helper` that
-    becomes stage1 (the caller has put it in the container's cgroups already).
+    becomes stage1 (it joins the container's cgroups itself: :func:`prepare`).
     ``on_pid(pid)`` is called as soon as the init's pid is known (the caller records
     it for crash-safe clean-up); ``hooks_state(pid)`` returns the state JSON for the
     createRuntime hooks; ``on_rootfs()`` runs once the init has made the rootfs
