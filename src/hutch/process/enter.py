@@ -38,6 +38,7 @@ def preload():
     from .. import capabilities, lsm, seccomp  # noqa: F401
     import fcntl, resource, struct  # noqa: F401,E401
     K._lib()
+    K._pyapi()      # fork_into_cgroup's bindings
 
 
 def _join_error(path, e):

@@ -46,7 +46,8 @@ def preload():
     from ..rootfs import setup  # noqa: F401
     from . import finalize  # noqa: F401
     import _socket, fcntl, resource, struct  # noqa: F401,E401
-    K._lib()     # ctypes
+    K._lib()        # ctypes
+    K._pyapi()      # fork_into_cgroup's bindings
 
 
 def join_cgroups(p):
