@@ -136,12 +136,11 @@ def create(root, cid, bundle, console_socket=None, pid_file=None, no_pivot=False
     csock = -1
     try:
         failpoint("create:dir")
+        mgr = Manager.for_container(cid, cfg.cgroups_path)
+        state["cgroup"] = mgr.to_state()
         cdir.save(state)
         os.mkfifo(cdir.fifo, 0o622)
         os.chmod(cdir.fifo, 0o622)     # past the umask: a user-namespace root writes it
-        mgr = Manager.for_container(cid, cfg.cgroups_path)
-        state["cgroup"] = mgr.to_state()
-        cdir.save()
         failpoint("create:state")
         try:
             mgr.create()
@@ -352,7 +351,6 @@ def load(root, cid, lock=True):
 
 def start(root, cid):
     import select
-    from . import hooks
     cdir = load(root, cid)
     with cdir:
         failpoint("start:locked")
@@ -411,7 +409,7 @@ def start(root, cid):
         failpoint("start:saved")
         if d.get("hooks", {}).get("poststart"):
             st = cdir.oci_state()
-            from . import jsonlite
+            from . import hooks, jsonlite
             try:
                 hooks.run_hooks(d["hooks"], "poststart", jsonlite.dumps(st))
             except HutchError as e:
