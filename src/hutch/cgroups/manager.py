@@ -352,11 +352,13 @@ class Manager:
                     time.sleep(0.005)
             for path in sorted(self.paths.values(), key=len, reverse=True):
                 self._rmdir_tree(path, errors)
+        gone = set()
         for d in reversed(self.created):
             if d in self.paths.values():
                 continue
             try:
                 os.rmdir(d)
+                gone.add(d)
             except FileNotFoundError:
                 pass
             except OSError:
@@ -366,7 +368,7 @@ class Manager:
         # whoever made it (else one that raced another create stays for good)
         for key, path in self.paths.items():
             parent = os.path.dirname(path)
-            if os.path.basename(parent) == "hutch" and \
+            if parent not in gone and os.path.basename(parent) == "hutch" and \
                     os.path.dirname(parent) == (self.mountpoints.get(key) or "").rstrip("/"):
                 try:
                     os.rmdir(parent)
