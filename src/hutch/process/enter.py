@@ -36,6 +36,7 @@ def preload():
     the host's Python library."""
     from . import finalize, init  # noqa: F401
     from .. import capabilities, lsm, seccomp  # noqa: F401
+    from ..cgroups import manager  # noqa: F401  (join_cgroups)
     import fcntl, resource, struct  # noqa: F401,E401
     K._lib()
     K._pyapi()      # fork_into_cgroup's bindings
