@@ -355,11 +355,13 @@ class Manager:
                     time.sleep(0.005)
             for path in sorted(self.paths.values(), key=len, reverse=True):
                 self._rmdir_tree(path, errors)
+        gone = set()
         for d in reversed(self.created):
             if d in self.paths.values():
                 continue
             try:
                 os.rmdir(d)
+                gone.add(d)
             except FileNotFoundError:
                 pass
             except OSError:
@@ -369,7 +371,7 @@ class Manager:
         # whoever made it (else one that raced another create stays for good)
         for key, path in self.paths.items():
             parent = os.path.dirname(path)
-            if os.path.basename(parent) == "hutch" and \
+            if parent not in gone and os.path.basename(parent) == "hutch" and \
                     os.path.dirname(parent) == (self.mountpoints.get(key) or "").rstrip("/"):
                 try:
                     os.rmdir(parent)
@@ -409,3 +411,60 @@ class Manager:
                         errors.append(f"{dirpath}: {e.strerror}")
                         break
                     time.sleep(0.005)
+
+
+def _join_error(path, e):
+    return HutchError(f"join cgroup {path}: {e.strerror}", e.errno)
+
+
+def join_self(paths, defer_v2=False, error=_join_error):
+    """Moves the calling process into the cgroups ``paths`` (key -> directory).
+    The caller must be single-threaded (the whole create and exec path is).
+
+    v1: "0" written to ``tasks`` moves the calling thread, and for the calling
+    thread alone the kernel does not write-lock cgroup_threadgroup_rwsem, whose
+    first writer waits for an RCU grace period (10-15 ms on every create here;
+    writing a pid to cgroup.procs always takes it).  For a single-threaded
+    process that thread is the whole process.  Where ``tasks`` is refused (a
+    delegation that gave only cgroup.procs) cgroup.procs is written instead.
+    v2 has no per-thread way in across cgroups: ``defer_v2`` leaves it out and
+    returns it opened (:func:`open_v2`), for the next child to be born there
+    (:meth:`hutch.linux.kernel.Kernel.fork_into_cgroup`); otherwise "0" goes to
+    its cgroup.procs, grace period included.  ``error(path, OSError)`` makes
+    the exception raised (by default :meth:`Manager.add`'s words)."""
+    v2 = None
+    for key, path in paths.items():
+        if key == "unified" and defer_v2:
+            v2 = path
+            continue
+        names = ("cgroup.procs",) if key == "unified" else ("tasks", "cgroup.procs")
+        for i, name in enumerate(names):
+            try:
+                fd = os.open(os.path.join(path, name), os.O_WRONLY | os.O_CLOEXEC)
+                try:
+                    os.write(fd, b"0")
+                finally:
+                    os.close(fd)
+                break
+            except OSError as e:
+                if i + 1 < len(names) and e.errno in (1, 13):
+                    continue
+                raise error(path, e) from None
+    return open_v2(v2, error) if v2 else None
+
+
+def open_v2(path, error=_join_error):
+    """(O_PATH fd of the v2 cgroup ``path``, its cgroup.procs open for writing,
+    ``path``): what a child needs to be born there, and the way in by writing
+    "0" where the kernel refuses that (both fds still work once the caller has
+    joined other namespaces).  Both are close-on-exec."""
+    try:
+        dfd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    except OSError as e:
+        raise error(path, e) from None
+    try:
+        pfd = os.open(os.path.join(path, "cgroup.procs"), os.O_WRONLY | os.O_CLOEXEC)
+    except OSError as e:
+        os.close(dfd)
+        raise error(path, e) from None
+    return dfd, pfd, path

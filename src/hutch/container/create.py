@@ -70,23 +70,27 @@ class _Build:
         self.bundle, self.o, self.rootless = bundle, o, rootless
         self.mgr = self.helper = None
         self.join, self.csock = [], -1
-        self.ctx = None
 
     def run(self):
+        from ..cgroups.manager import Manager
         cdir, rec, cfg, o = self.cdir, self.rec, self.cfg, self.o
         failpoint("create:dir")
+        self.mgr = Manager.for_container(rec.id, cfg.cgroups_path)
+        rec["cgroup"] = self.mgr.to_state()
         cdir.save(rec)
         os.mkfifo(cdir.fifo, 0o622)
         os.chmod(cdir.fifo, 0o622)     # past the umask: a user-namespace root writes it
+        failpoint("create:state")
         self._cgroups()
         failpoint("create:cgroups")
+        # the helper that becomes the init joins the cgroups (and makes the
+        # namespaces) while the checks below run: process/launch.py, prepare
         from ..linux.exeguard import may_clear_immutable
-        from ..process import helper
+        from ..process import helper, launch
         strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
                                      cfg.has_ns("user"))
         self.helper = helper.take(close=(cdir.lock_fd,), strict=strict)
-        if self.mgr is not None:
-            self.mgr.add(self.helper.pid)
+        launch.prepare(self.helper, cfg, self.mgr.paths if self.mgr else {})
         failpoint("create:helper")
         validate(cfg)
         if self.mgr is not None:
@@ -113,15 +117,20 @@ class _Build:
         self.join, self.csock = [], -1      # the spawn owns (and closes) them now
         h, self.helper = self.helper, None
         failpoint("create:spawn")
-        from ..process import launch
         mgr = self.mgr
+
+        def records():
+            # what exec and checkpoint need, made while the init finishes its rootfs
+            rec["exec"] = P.ExecRecord.of(cfg, proc, o.no_new_keyring, strict).to_json()
+            rec["criu"] = P.criu_record(cfg, self.bundle, self.rootless)
         launch.spawn(init, h, self._on_pid, self._hooks_state,
                      on_rootfs=(lambda: mgr.apply_devices(cfg.resources))
-                     if mgr is not None else None)
+                     if mgr is not None else None, meanwhile=records,
+                     on_namespaces=self._attach if o.attachments else None)
         failpoint("create:ready")
         rec["status"] = "created"
-        rec["exec"] = P.ExecRecord.of(cfg, proc, o.no_new_keyring, strict).to_json()
-        rec["criu"] = P.criu_record(cfg, self.bundle, self.rootless)
+        if "exec" not in rec:
+            records()
         cdir.save()
         failpoint("create:saved")
         if o.pid_file:
@@ -129,12 +138,7 @@ class _Build:
         failpoint("create:done")
 
     def _cgroups(self):
-        from ..cgroups.manager import Manager
-        cdir, rec, cfg = self.cdir, self.rec, self.cfg
-        mgr = self.mgr = Manager.for_container(rec.id, cfg.cgroups_path)
-        rec["cgroup"] = mgr.to_state()
-        cdir.save()
-        failpoint("create:state")
+        cdir, rec, cfg, mgr = self.cdir, self.rec, self.cfg, self.mgr
         try:
             mgr.create()
         except HutchError as e:
@@ -172,15 +176,21 @@ class _Build:
         cdir.save()
 
     def _on_pid(self, pid):
-        """The init exists, with its namespaces, and waits for "go"."""
+        """The init exists and makes its rootfs: its identity is recorded."""
+        if self.rec.pid != pid:
+            self.rec.set_init(pid)
+            self.cdir.save()
+        failpoint("create:pid")
+
+    def _attach(self, pid):
+        """The init exists with all its namespaces and waits for "go": the
+        attachments run (its pid recorded first, for their undo)."""
+        from . import attach
         self.rec.set_init(pid)
         self.cdir.save()
-        failpoint("create:pid")
-        if self.o.attachments:
-            from . import attach
-            self.ctx = attach.Context(self.rec.id, pid, self.root, self.bundle,
-                                      self.cfg, self.rec)
-            attach.attach_all(self.o.attachments, self.ctx, self.cdir.save)
+        ctx = attach.Context(self.rec.id, pid, self.root, self.bundle, self.cfg,
+                             self.rec)
+        attach.attach_all(self.o.attachments, ctx, self.cdir.save)
 
     def _hooks_state(self, pid, as_json=True):
         cfg = self.cfg

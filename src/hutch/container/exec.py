@@ -169,19 +169,6 @@ def sub_cgroup_paths(paths, specs):
     return out
 
 
-def _join_cgroups(paths, pid):
-    for path in paths.values():
-        procs = os.path.join(path, "cgroup.procs")
-        try:
-            with open(procs, "w") as f:
-                f.write(str(pid))
-        except OSError as e:
-            hint = " (exec joins an existing sub-cgroup: create it first)" \
-                if e.errno == errno.ENOENT else ""
-            raise HutchError(f"adding pid {pid} to cgroups: open {procs}: "
-                             f"{e.strerror.lower()}{hint}", e.errno) from None
-
-
 # --- exec -----------------------------------------------------------------------
 def exec_in(cdir, info, proc, opts=None):
     """Runs ``proc`` (a :class:`ProcessPlan`) in the container whose directory
@@ -207,7 +194,8 @@ def _exec_locked(cdir, info, proc, o):
     from .record import check
     failpoint("exec:locked")
     d = cdir.data
-    check("exec", cdir.status(), ignore_paused=o.ignore_paused)
+    status = cdir.status()
+    check("exec", status, ignore_paused=o.ignore_paused)
     paths = sub_cgroup_paths(d.cgroup_paths, o.cgroups)
     pidfd = d.pidfd()
     if pidfd is None:
@@ -230,16 +218,19 @@ def _exec_locked(cdir, info, proc, o):
     notify_state = cdir.oci_state() if proc.seccomp and proc.seccomp["notify"] \
         else None
     return run_entry(plan, pidfd, paths, o.detach, o.pid_file, o.console_socket, strict,
-                     notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,))
+                     notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,),
+                     frozen=status == "paused")
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
               console_socket=None, strict=True, notify_state=None, started=None,
-              keep_from=()):
+              keep_from=(), frozen=False):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it.  ``started()`` is called once the helper has the
-    plan (exec releases the container's lock there); ``keep_from``: fds a
-    newly started helper must not inherit (that lock)."""
+    plan and is in the cgroups (exec releases the container's lock there);
+    ``keep_from``: fds a newly started helper must not inherit (that lock).
+    ``frozen``: the cgroups are frozen (exec --ignore-paused), so the helper
+    stops as it joins them: ``started()`` comes before it says so."""
     from ..linux import exeguard
     from ..linux import kernel as K
     from ..process import channel, helper
@@ -261,31 +252,42 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
     except BaseException:
         os.close(pidfd)
         raise
-    K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
-    exeguard.protect_self()
-    if not detach:
-        console.hold_signals()
     h = helper.take(close=tuple(fd for fd in keep_from if fd is not None),
                     kind="enter", strict=strict)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:
+        # the helper joins the cgroups itself, meanwhile (in frozen ones it would
+        # stop there: then once it has the plan, see started below)
+        plan["cgroup_paths"] = cgroup_paths
+        if not frozen:
+            helper.prepare_enter(sock, plan)
+        K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+        exeguard.protect_self()
+        if not detach:
+            console.hold_signals()
         from ..log import debug
         debug(f"nsexec container setup: the exec helper is pid {hpid}")
         try:
-            _join_cgroups(cgroup_paths, hpid)
             failpoint("exec:helper")
-            helper.send_enter(sock, plan, pidfd, csock)
+            try:
+                helper.send_enter(sock, plan, pidfd, csock)
+            except OSError:
+                pass    # the helper died early (a cgroup it could not join): read why
         finally:
             os.close(pidfd)
             if csock >= 0:
                 os.close(csock)
+        if not frozen:
+            helper.wait_joined(sock)    # in the cgroups before the lock goes
         if started is not None:
             # the helper holds the pidfd and is in the cgroups: from here on a
             # concurrent verb cannot make it enter anything else, and the wait
             # for the program may be long (--ignore-paused waits for resume)
             started()
         failpoint("exec:sent")
+        if frozen:
+            helper.wait_joined(sock)
         msg = channel.recv(sock)
         os.waitpid(hpid, 0)
         hpid = 0

@@ -4,11 +4,12 @@ and `hutch enter`.
 Three processes take part:
 
 * the **parent** (the hutch command, :mod:`hutch.tenant`) holds a pidfd of the
-  target from the start, puts the helper in the target's cgroups and sends it the
+  target from the start, sends the helper the target's cgroups to join, then the
   plan with the pidfd;
 * the **helper** (:mod:`hutch.process.helper`, running from the guarded
-  interpreter) makes itself non-dumpable, opens the host's procfs, then joins every
-  namespace in one ``setns(pidfd, flags)``.  The kernel switches them all at once,
+  interpreter) makes itself non-dumpable, puts itself in the cgroups (v1; the
+  child is born in the v2 one: :func:`join_cgroups`), opens the host's procfs,
+  then joins every namespace in one ``setns(pidfd, flags)``.  The kernel switches them all at once,
   the user namespace first, and only if the process behind the pidfd is still
   alive: a pid that was reused, or an init that died, can never be entered.  A pid
   namespace applies to children, so the helper forks and exits;
@@ -25,6 +26,7 @@ the socket (it is close-on-exec), which is how the parent knows the program runs
 import errno
 import os
 
+from . import channel
 from ..errors import HutchError
 from ..linux import kernel as K
 from ..linux.kernel import kernel
@@ -35,35 +37,89 @@ def preload():
     the host's Python library."""
     from . import finalize, init  # noqa: F401
     from .. import capabilities, lsm, seccomp  # noqa: F401
+    from ..cgroups import manager  # noqa: F401  (join_cgroups)
     import fcntl, resource, struct  # noqa: F401,E401
     K._lib()
+    K._pyapi()      # fork_into_cgroup's bindings
 
 
-def stage(plan, sock, pidfd, console_sock):
+def _join_error(path, e):
+    hint = " (exec joins an existing sub-cgroup: create it first)" \
+        if e.errno == errno.ENOENT else ""
+    return HutchError(f"adding pid {os.getpid()} to cgroups: open {path}/cgroup.procs: "
+                      f"{(e.strerror or '').lower()}{hint}", e.errno)
+
+
+def join_cgroups(plan, sock):
+    """The helper puts itself in the target's cgroups (``plan["cgroup_paths"]``),
+    before any namespace (the paths are the host's), and says so; see
+    :func:`hutch.cgroups.manager.join_self`.  Returns the v2 cgroup for the child
+    to be born in, or None.  In the target's user namespace the child could not
+    be born there with the host's view: the v2 cgroup is joined here then."""
+    paths = plan.get("cgroup_paths") or {}
+    cgroup = None
+    if paths:
+        from ..cgroups.manager import join_self
+        cgroup = join_self(paths, defer_v2=not plan["ns_flags"] & K.CLONE_NEWUSER,
+                           error=_join_error)
+    channel.send(sock, {"t": "joined"})
+    return cgroup
+
+
+def prepare(msg, sock):
+    """The cgroups, joined before the plan comes (:func:`helper.prepare_enter`,
+    sent while the command gets ready): returns where :func:`stage` resumes."""
+    from .init import fail
+    try:
+        kernel().prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
+        return {"cgroup": join_cgroups(msg, sock)}
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def stage(plan, sock, pidfd, console_sock, prepared=None):
     """In the helper: join, fork the child, report its pid, exit."""
     from .init import fail, fork_and_report
     k = kernel()
     try:
         k.prctl(K.PR_SET_DUMPABLE, 0, what="make the exec helper non-dumpable")
         hostproc = os.open("/proc", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        if plan["ns_flags"]:
+        cgroup = prepared["cgroup"] if prepared else join_cgroups(plan, sock)
+        flags = plan["ns_flags"]
+        # born in its v2 cgroup, the child joins the cgroup namespace itself
+        # (its view is then the same as for a child of a helper in the cgroup)
+        cgroupns = pidfd if cgroup is not None and flags & K.CLONE_NEWCGROUP else -1
+        if cgroupns >= 0:
+            flags &= ~K.CLONE_NEWCGROUP
+        if flags:
             try:
-                k.setns(pidfd, plan["ns_flags"])
+                k.setns(pidfd, flags)
             except OSError as e:
                 if e.errno == errno.ESRCH:
                     raise HutchError(plan["gone_msg"], errno.ESRCH) from None
                 raise HutchError(f"join the namespaces of {plan['target']}: "
                                  f"{os.strerror(e.errno)}", e.errno) from None
-        os.close(pidfd)
-        fork_and_report(sock, child, plan, sock, hostproc, console_sock)
+        if cgroupns < 0:
+            os.close(pidfd)
+        fork_and_report(sock, child, plan, sock, hostproc, console_sock, cgroupns,
+                        cgroup=cgroup)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
 
-def child(plan, sock, hostproc, console_sock):
+def child(plan, sock, hostproc, console_sock, cgroupns=-1):
     from . import finalize
     k = kernel()
     proc = plan["process"]
+    if cgroupns >= 0:
+        try:
+            k.setns(cgroupns, K.CLONE_NEWCGROUP)
+        except OSError as e:
+            if e.errno == errno.ESRCH:
+                raise HutchError(plan["gone_msg"], errno.ESRCH) from None
+            raise HutchError(f"join the cgroup namespace of {plan['target']}: "
+                             f"{os.strerror(e.errno)}", e.errno) from None
+        os.close(cgroupns)
     k.setsid()
     finalize.set_rlimits(proc["rlimits"])
     finalize.reopen_dev_null()

@@ -42,15 +42,60 @@ def preload():
     host's Python library is out of reach)."""
     from .. import capabilities, hooks, jsonlite, lsm, network, namespaces  # noqa: F401
     from .. import seccomp  # noqa: F401
+    from ..cgroups import manager  # noqa: F401
     from ..rootfs import setup  # noqa: F401
     from . import finalize  # noqa: F401
     import _socket, fcntl, resource, struct  # noqa: F401,E401
-    K._lib()     # ctypes
+    K._lib()        # ctypes
+    K._pyapi()      # fork_into_cgroup's bindings
 
 
-def stage1(plan, sock):
+def join_cgroups(p):
+    """stage1 puts itself in the container's cgroups, first of all (the paths
+    are the host's, and a joined user or cgroup namespace could hide them).
+    Returns the v2 cgroup for the init to be born in (:func:`open_v2`), or None:
+    none, or joined here already.  With a user namespace or a joined cgroup
+    namespace the v2 cgroup is joined here: a child born into it would be
+    checked against those namespaces' credentials and view, not the host's.
+    ``p``: the plan, or the prepare message (the same keys)."""
+    paths = p["cgroup_paths"]
+    if not paths:
+        return None
+    from ..cgroups.manager import join_self
+    defer = not p["userns"] and "cgroup" not in p["join_paths"]
+    return join_self(paths, defer_v2=defer)
+
+
+def _unshare(k, p):
+    # a new cgroup namespace is the init's to make, once it is in its
+    # cgroups (it is born in the v2 one)
+    flags = p["new_flags"] & ~K.CLONE_NEWCGROUP
+    if flags:
+        k.unshare(flags)
+    if p["time_offsets"]:
+        with open("/proc/self/timens_offsets", "w") as f:
+            f.write(p["time_offsets"])
+
+
+def prepare(msg, sock):
+    """What stage1 does before its plan arrives (:func:`launch.prepare` sends
+    this while the hutch command validates the config and builds the plan): it
+    joins the cgroups and, when ``msg["early"]`` (no user namespace, nothing
+    joined by path), creates the new namespaces.  Returns where stage1 resumes."""
+    try:
+        done = {"cgroup": join_cgroups(msg), "unshared": False}
+        if msg["early"]:
+            _unshare(kernel(), msg)
+            done["unshared"] = True
+        return done
+    except BaseException as e:   # noqa: BLE001
+        fail(sock, e)
+
+
+def stage1(plan, sock, prepared=None):
     k = kernel()
     try:
+        cgroup = prepared["cgroup"] if prepared else join_cgroups(plan)
         for t, fd in plan["join"]:
             k.setns(fd, 0, what=f"join the {t} namespace {plan['join_paths'][t]}")
             os.close(fd)
@@ -62,12 +107,9 @@ def stage1(plan, sock):
                 os._exit(1)
             k.setresgid(0, 0, 0)
             k.setresuid(0, 0, 0)
-        if plan["new_flags"]:
-            k.unshare(plan["new_flags"])
-        if plan["time_offsets"]:
-            with open("/proc/self/timens_offsets", "w") as f:
-                f.write(plan["time_offsets"])
-        fork_and_report(sock, stage2, plan, sock)
+        if not (prepared and prepared["unshared"]):
+            _unshare(k, plan)
+        fork_and_report(sock, stage2, plan, sock, cgroup=cgroup)
     except BaseException as e:   # noqa: BLE001
         fail(sock, e)
 
@@ -88,16 +130,39 @@ def send_notify_fd(k, proc, sock):
         os._exit(1)
 
 
-def fork_and_report(sock, fn, *args):
+def _fork(cgroup):
+    if cgroup is None:
+        return os.fork()
+    dfd, pfd, path = cgroup
+    try:
+        return kernel().fork_into_cgroup(dfd)
+    except OSError as e:
+        if e.errno in (11, 12):     # EAGAIN, ENOMEM: fork would fail alike
+            raise
+    # the kernel cannot (older than 5.7) or will not (a permission, the v2
+    # no-internal-process rule): join by writing, which gives runc's error
+    try:
+        os.write(pfd, b"0")
+    except OSError as e:
+        raise HutchError(f"join cgroup {path}: {e.strerror}", e.errno) from None
+    return os.fork()
+
+
+def fork_and_report(sock, fn, *args, cgroup=None):
     """Forks a child that runs ``fn(*args)`` (its errors go to the parent as one
     line), reports the child's pid, and exits: how stage1 and the exec helper
-    hand over to a child in the new pid namespace."""
+    hand over to a child in the new pid namespace.  ``cgroup``: the v2 cgroup
+    the child is born in (:func:`hutch.cgroups.manager.open_v2`), closed here."""
     try:
-        pid = os.fork()
+        pid = _fork(cgroup)
     except BlockingIOError as e:
         raise HutchError(f"fork the container's first process: {e.strerror} (a pids "
                          "limit of its cgroup or of a parent cgroup, or RLIMIT_NPROC, "
                          "is reached)", e.errno) from None
+    finally:
+        if cgroup is not None:
+            os.close(cgroup[0])
+            os.close(cgroup[1])
     if pid == 0:
         try:
             fn(*args)
@@ -121,6 +186,8 @@ def stage2(plan, sock):
     from ..rootfs.setup import Rootfs
     from . import finalize
     proc = plan["process"]
+    if plan["new_flags"] & K.CLONE_NEWCGROUP:
+        k.unshare(K.CLONE_NEWCGROUP)
     msg = channel.recv(sock)
     if msg is None:
         os._exit(1)

@@ -15,13 +15,35 @@ from ..linux import kernel as K
 from ..linux.kernel import kernel
 
 
-def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
+def prepare(h, cfg, cgroup_paths):
+    """Gives the helper (stage1-to-be) what it can do before the plan, so that
+    it does it while this command validates the config and builds the plan: join
+    the container's cgroups and, with no user namespace to map and nothing
+    joined by path, create the new namespaces (:func:`init.prepare`).  Errors
+    reach :func:`spawn` through the channel."""
+    from ..namespaces import new_flags, time_offsets_text
+    early = not cfg.has_ns("user") and not any(cfg.namespaces.values())
+    msg = {"t": "prepare", "cgroup_paths": cgroup_paths, "userns": cfg.has_ns("user"),
+           "join_paths": {t: p for t, p in cfg.namespaces.items() if p},
+           "early": early, "new_flags": new_flags(cfg.namespaces),
+           "time_offsets": time_offsets_text(cfg.time_offsets)}
+    try:
+        channel.send(h.sock, msg)
+    except OSError:
+        pass    # the helper died early; spawn reads why
+
+
+def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None,
+          on_namespaces=None):
     """Starts the container's init through ``h``, a :class:`helper.Helper` that
-    becomes stage1 (the caller has put it in the container's cgroups already).
+    becomes stage1 (it joins the container's cgroups itself: :func:`prepare`).
     ``on_pid(pid)`` is called as soon as the init's pid is known (the caller records
     it for crash-safe clean-up); ``hooks_state(pid)`` returns the state JSON for the
     createRuntime hooks; ``on_rootfs()`` runs once the init has made the rootfs
-    and its device nodes, before those hooks (the device rules go in there).
+    and its device nodes, before those hooks (the device rules go in there);
+    ``meanwhile()`` once they have run, while the init finishes (masks, pivot).
+    ``on_namespaces(pid)``: called once the init exists with all its namespaces,
+    before it is let go to make its rootfs (the container's attachments).
     The plan's fds are closed here in every case."""
     from .. import hooks
     from . import helper
@@ -55,9 +77,8 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
             elif t == "pid":
                 c2 = msg["pid"]
                 debug(f"child process in init(): the container's init is pid {c2}")
-                os.waitpid(c1, 0)
-                c1 = None
-                on_pid(c2)
+                if on_namespaces is not None:
+                    on_namespaces(c2)
                 srcs = _bind_sources(plan) if plan["new_user"] and \
                     plan["new_mountns"] else []
                 opened = _open_in_mount_ns(c2, srcs) if srcs else []
@@ -69,6 +90,12 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
                 finally:
                     for _, fd in opened:
                         os.close(fd)
+                # while the init builds its rootfs: stage1 is reaped and the pid
+                # recorded (the init cannot outlive this command before it is
+                # ready: it exits at the channel's EOF)
+                os.waitpid(c1, 0)
+                c1 = None
+                on_pid(c2)
             elif t == "hooks":
                 failpoint("create:rootfs")
                 if on_rootfs is not None:
@@ -77,6 +104,8 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None):
                 hooks.run_hooks(plan["hooks"], "prestart", state)
                 hooks.run_hooks(plan["hooks"], "createRuntime", state)
                 channel.send(psock, {"t": "ok"})
+                if meanwhile is not None:
+                    meanwhile()
             elif t == "seccomp":      # a notify filter: its fd goes to the listener
                 from ..seccomp import send_to_listener
                 fd = channel.recv_fds(psock, 1)[0]
