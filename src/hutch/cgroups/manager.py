@@ -5,7 +5,6 @@ One Manager covers every layout.  Per-hierarchy work is delegated to
 second class with the same methods, chosen by ``--systemd-cgroup``.
 """
 
-import errno
 import os
 import time
 
@@ -62,6 +61,7 @@ class Manager:
                 init_cpuset(path)
 
     def _makedirs(self, path):
+        import errno
         for attempt in range(5):
             missing = []
             p = path
@@ -130,6 +130,7 @@ class Manager:
             self.apply_devices(resources, update)
 
     def apply_devices(self, resources, update=False):
+        import errno
         # create always starts the device list from deny-all (plus the defaults every
         # container gets); update changes it only when given one
         devices = (resources or {}).get("devices")
@@ -157,6 +158,7 @@ class Manager:
         """v1 update of the memory limit alone: memory+swap may not be below it.
         If the container had no swap (memsw == limit), keep it so by moving memsw
         along; otherwise the caller must say what swap it wants."""
+        import errno
         from .resources import Write
         files = {w.file: w for w in writes if w.version == 1}
         lim = files.get("memory.limit_in_bytes")
@@ -182,6 +184,7 @@ class Manager:
                              errno.EINVAL)
 
     def _path_for(self, w):
+        import errno
         if w.version == 2:
             return self.paths["unified"]
         for key, path in self.paths.items():
@@ -191,6 +194,7 @@ class Manager:
                          errno.EOPNOTSUPP)
 
     def _write_all(self, writes):
+        import errno
         pending = list(writes)
         while pending:
             w = pending.pop(0)
@@ -407,6 +411,7 @@ class Manager:
                 except FileNotFoundError:
                     break
                 except OSError as e:
+                    import errno
                     if e.errno != errno.EBUSY or attempt == 199:   # tasks still exiting
                         errors.append(f"{dirpath}: {e.strerror}")
                         break
@@ -447,7 +452,8 @@ def join_self(paths, defer_v2=False, error=_join_error):
                     os.close(fd)
                 break
             except OSError as e:
-                if i + 1 < len(names) and e.errno in (1, 13):
+                import errno
+                if i + 1 < len(names) and e.errno in (errno.EPERM, errno.EACCES):
                     continue
                 raise error(path, e) from None
     return open_v2(v2, error) if v2 else None

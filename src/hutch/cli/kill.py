@@ -3,8 +3,6 @@
 Send a signal (default SIGTERM), by name (TERM, SIGTERM) or number, to the
 container's init, or with --all (-a) to every process in its cgroup."""
 
-import errno
-
 from . import args
 
 SPEC = {"--all": ("all", "bool"), "-a": ("all", "bool")}
@@ -35,6 +33,7 @@ def parse_signal(s):
             if name.startswith(base) and name[6:].isdigit():
                 n = _NAMES[base[:5]] + sign * int(name[6:])
     if n is None or not 0 <= n <= 64:     # 0: does the init still exist?
+        import errno
         raise HutchError(f"unknown signal {s!r}", errno.EINVAL)
     return n
 

@@ -2,7 +2,6 @@
 
 Write a starter config.json into the bundle directory (default: the current one)."""
 
-import errno
 import os
 
 from . import args
@@ -20,6 +19,7 @@ def run(g, argv):
         raise HutchError('"spec" takes no arguments')
     path = os.path.join(o["bundle"] or ".", "config.json")
     if os.path.exists(path):
+        import errno
         raise HutchError(f"File {path} exists. Remove it first", errno.EEXIST)
     cfg = spec(o["rootless"], os.geteuid(), os.getegid())
     try:

@@ -5,10 +5,9 @@ No hutch process stays behind: the init waits for `start` on exec.fifo, and the
 status is derived from the init's pid and start time each time it is asked for.
 """
 
-import errno
 import os
 
-from ..errors import HutchError, NotFound, NotRunning, failpoint
+from ..errors import HutchError, NotFound, failpoint
 from .record import ContainerDir, check, kill_wait, validate_id
 
 
@@ -103,12 +102,12 @@ def kill(root, cid, sig, all_procs=False):
         check("kill", cdir.status())
         pfd = d.pidfd()
         if pfd is None:
-            raise NotRunning("container not running", errno.ESRCH)
+            check("kill", "stopped")
         import _signal as signal
         try:
             signal.pidfd_send_signal(pfd, sig)
         except ProcessLookupError:
-            raise NotRunning("container not running", errno.ESRCH) from None
+            check("kill", "stopped")
         finally:
             os.close(pfd)
 

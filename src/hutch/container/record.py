@@ -12,7 +12,6 @@ The container's status is derived, not stored: the init's pid plus its start tim
 (field 22 of /proc/<pid>/stat) identify it even if the pid is reused.
 """
 
-import errno
 import os
 
 from ..errors import HutchError, NotFound, NotRunning
@@ -45,6 +44,7 @@ class Record(dict):
             raise HutchError(f"corrupt state file for {cid}: not a JSON object")
         version = data.get("hutchFormat", 0)
         if not isinstance(version, int) or version > FORMAT:
+            import errno
             raise HutchError(f"the state of container {cid} was written by a newer "
                              f"hutch (record format {version}; this hutch reads up "
                              f"to {FORMAT}): manage it with that hutch",
@@ -133,44 +133,54 @@ def kill_wait(pid, starttime, timeout=10.0):
 # --- the status transitions, in runc's words ------------------------------------
 def check(verb, status, cid="", force=False, ignore_paused=False):
     """Raises if ``verb`` may not act on a container in ``status``."""
+    refused = _refusal(verb, status, cid, force, ignore_paused)
+    if refused is not None:
+        import errno        # built in, yet not loaded by a verb that is let through
+        cls, msg, name = refused
+        raise cls(msg, getattr(errno, name) if name else None)
+
+
+def _refusal(verb, status, cid, force, ignore_paused):
+    """(error class, message, errno name) if the transition is refused."""
     if verb == "start":
         if status == "stopped":
-            raise HutchError("cannot start a container that has stopped")
+            return HutchError, "cannot start a container that has stopped", None
         if status != "created":
-            raise HutchError(f"cannot start an already {status} container")
+            return HutchError, f"cannot start an already {status} container", None
     elif verb == "kill":
         if status == "stopped":
-            raise NotRunning("container not running", errno.ESRCH)
+            return NotRunning, "container not running", "ESRCH"
     elif verb == "delete":
         if status in ("running", "paused") and not force:
-            raise HutchError(f"cannot delete container {cid} that is not stopped: "
-                             f"{status}")
+            return HutchError, (f"cannot delete container {cid} that is not "
+                                f"stopped: {status}"), None
     elif verb == "pause":
         if status not in ("running", "created"):
-            raise HutchError(f"cannot pause a {status} container", errno.EINVAL)
+            return HutchError, f"cannot pause a {status} container", "EINVAL"
     elif verb == "resume":
         if status != "paused":
-            raise HutchError(f"cannot resume a {status} container: it is not paused",
-                             errno.EINVAL)
+            return HutchError, (f"cannot resume a {status} container: it is not "
+                                "paused"), "EINVAL"
     elif verb == "exec":
         if status == "stopped":
-            raise NotRunning("cannot exec in a stopped container", errno.ESRCH)
+            return NotRunning, "cannot exec in a stopped container", "ESRCH"
         if status == "creating":
-            raise HutchError("cannot exec in a container that is still being "
-                             "created", errno.EAGAIN)
+            return HutchError, ("cannot exec in a container that is still being "
+                                "created"), "EAGAIN"
         if status == "paused" and not ignore_paused:
-            raise HutchError("cannot exec in a paused container (use --ignore-paused "
-                             "to override)", errno.EAGAIN)
+            return HutchError, ("cannot exec in a paused container (use "
+                                "--ignore-paused to override)"), "EAGAIN"
     elif verb == "checkpoint":
         if status not in ("running", "paused"):
-            raise NotRunning("container not running" if status == "stopped" else
-                             f"cannot checkpoint a {status} container", errno.ESRCH)
+            return NotRunning, ("container not running" if status == "stopped" else
+                                f"cannot checkpoint a {status} container"), "ESRCH"
     elif verb == "migrate":
         if status != "running":
-            raise HutchError(f"migrate: container {cid} is {status}; only a "
-                             "running container can be migrated", errno.ESRCH)
+            return HutchError, (f"migrate: container {cid} is {status}; only a "
+                                "running container can be migrated"), "ESRCH"
     else:
         raise ValueError(f"no transition rule for {verb!r}")
+    return None
 
 
 def default_root():
@@ -224,6 +234,7 @@ class ContainerDir:
                 fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
                              os.O_CLOEXEC)
             except (FileNotFoundError, NotADirectoryError):
+                import errno
                 raise NotFound("container does not exist", errno.ENOENT) from None
             fcntl.flock(fd, fcntl.LOCK_EX)
             held = os.fstat(fd)
@@ -237,6 +248,7 @@ class ContainerDir:
                 return self
             os.close(fd)
             if now is None:
+                import errno
                 raise NotFound("container does not exist", errno.ENOENT)
 
     @property
@@ -260,6 +272,7 @@ class ContainerDir:
         try:
             os.mkdir(self.path, 0o711)
         except FileExistsError:
+            import errno
             raise HutchError(f"container with id exists: {self.id}", errno.EEXIST) from None
         self.lock()
 
@@ -274,6 +287,7 @@ class ContainerDir:
         from ..linux.fs import rmtree, unmount_under
         left = unmount_under(self.path) if dirs else []
         if left:
+            import errno
             raise HutchError(f"remove {self.path}: {left[0]} is mounted under it and "
                              "could not be unmounted; left in place", errno.EBUSY)
         rmtree(self.path)
@@ -285,6 +299,7 @@ class ContainerDir:
             with open(os.path.join(self.path, STATE_FILE), "rb") as f:
                 data = jsonlite.loads(f.read())
         except FileNotFoundError:
+            import errno
             raise NotFound("container does not exist", errno.ENOENT) from None
         except ValueError as e:
             raise HutchError(f"corrupt state file for {self.id}: {e}") from None
