@@ -3,7 +3,7 @@ and `hutch enter`.
 
 Three processes take part:
 
-* the **parent** (the hutch command, :mod:`hutch.tenant`) holds a pidfd of the
+* the **parent** (the hutch command, :mod:`hutch.container.exec`) holds a pidfd of the
   target from the start, sends the helper the target's cgroups to join, then the
   plan with the pidfd;
 * the **helper** (:mod:`hutch.process.helper`, running from the guarded
