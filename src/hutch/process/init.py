@@ -14,6 +14,7 @@ Every module stage2 needs is imported before pivot_root: after it, the host's Py
 library is out of reach.
 """
 
+import errno
 import os
 
 from . import channel
@@ -25,13 +26,13 @@ from ..linux.kernel import kernel
 def fail(sock, e):
     """Reports an exception to the parent as one line, then exits."""
     if isinstance(e, HutchError):
-        msg, errno = str(e), e.errno
+        msg, code = str(e), e.errno
     elif isinstance(e, OSError):
-        msg, errno = HutchError.from_os("container init", e).args[0], e.errno
+        msg, code = HutchError.from_os("container init", e).args[0], e.errno
     else:
-        msg, errno = f"container init: {type(e).__name__}: {e}", None
+        msg, code = f"container init: {type(e).__name__}: {e}", None
     try:
-        channel.send(sock, {"t": "error", "msg": msg, "errno": errno})
+        channel.send(sock, {"t": "error", "msg": msg, "errno": code})
     finally:
         os._exit(1)
 
@@ -137,7 +138,7 @@ def _fork(cgroup):
     try:
         return kernel().fork_into_cgroup(dfd)
     except OSError as e:
-        if e.errno in (11, 12):     # EAGAIN, ENOMEM: fork would fail alike
+        if e.errno in (errno.EAGAIN, errno.ENOMEM):     # fork would fail alike
             raise
     # the kernel cannot (older than 5.7) or will not (a permission, the v2
     # no-internal-process rule): join by writing, which gives runc's error
