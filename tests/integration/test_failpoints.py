@@ -109,6 +109,13 @@ def _setup(b, args=("sleep", "100"), hooks=False):
     return cid, cg, uuid.uuid4().hex
 
 
+def _delete_leaves_nothing(b, cid, cg, tag):
+    """`delete -f` after the kill exits 0 and leaves nothing behind."""
+    d = _hutch(b, tag, "delete", "-f", cid)
+    assert d.returncode == 0, d.stderr
+    _assert_nothing_left(b, cid, cg, tag)
+
+
 def _killed(p):
     assert p.returncode == -9, (p.returncode, p.stderr)
 
@@ -119,9 +126,7 @@ def test_killed_create(bundle, step):
     cid, cg, tag = _setup(b)
     _killed(_hutch(b, tag, "create", "--bundle", b.dir, "--pid-file",
                    os.path.join(b.dir, "pid"), cid, failpoint=f"create:{step}"))
-    d = _hutch(b, tag, "delete", "-f", cid)
-    assert d.returncode == 0, d.stderr
-    _assert_nothing_left(b, cid, cg, tag)
+    _delete_leaves_nothing(b, cid, cg, tag)
 
 
 @pytest.mark.parametrize("step", STEPS["start"])
@@ -130,9 +135,7 @@ def test_killed_start(bundle, step):
     cid, cg, tag = _setup(b)
     assert _hutch(b, tag, "create", "--bundle", b.dir, cid).returncode == 0
     _killed(_hutch(b, tag, "start", cid, failpoint=f"start:{step}"))
-    d = _hutch(b, tag, "delete", "-f", cid)
-    assert d.returncode == 0, d.stderr
-    _assert_nothing_left(b, cid, cg, tag)
+    _delete_leaves_nothing(b, cid, cg, tag)
 
 
 @pytest.mark.parametrize("step", STEPS["delete"])
@@ -141,9 +144,7 @@ def test_killed_delete(bundle, step):
     cid, cg, tag = _setup(b, hooks=True)
     assert _hutch(b, tag, "run", "-d", "--bundle", b.dir, cid).returncode == 0
     _killed(_hutch(b, tag, "delete", "-f", cid, failpoint=f"delete:{step}"))
-    d = _hutch(b, tag, "delete", "-f", cid)
-    assert d.returncode == 0, d.stderr
-    _assert_nothing_left(b, cid, cg, tag)
+    _delete_leaves_nothing(b, cid, cg, tag)
 
 
 @pytest.mark.parametrize("step", STEPS["exec"])
@@ -160,9 +161,7 @@ def test_killed_exec(bundle, step):
     p = _hutch(b, tag, "exec", cid, "sh", "-c", "echo again; cat /proc/1/cmdline")
     assert p.returncode == 0, p.stderr
     assert p.stdout.startswith("again\nsleep"), p.stdout
-    d = _hutch(b, tag, "delete", "-f", cid)
-    assert d.returncode == 0, d.stderr
-    _assert_nothing_left(b, cid, cg, tag)
+    _delete_leaves_nothing(b, cid, cg, tag)
 
 
 def test_failpoint_unset_costs_no_import():
@@ -236,9 +235,7 @@ def test_killed_restore_is_cleaned_by_delete(bundle, tmp_path, step):
     assert p.returncode == 0, p.stderr
     _killed(_hutch(b, tag, "restore", "-d", "--bundle", b.dir, "--image-path",
                    tmp_path / "ck", cid, failpoint=f"restore:{step}", timeout=60))
-    d = _hutch(b, tag, "delete", "-f", cid)
-    assert d.returncode == 0, d.stderr
-    _assert_nothing_left(b, cid, cg, tag)
+    _delete_leaves_nothing(b, cid, cg, tag)
     # the images are intact: a restore now works
     p = _hutch(b, tag, "restore", "-d", "--bundle", b.dir, "--image-path",
                tmp_path / "ck", cid, timeout=60)

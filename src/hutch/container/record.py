@@ -59,7 +59,6 @@ class Record(dict):
     rootfs = property(lambda self: self.get("rootfs", ""))
     annotations = property(lambda self: self.get("annotations") or {})
     hooks = property(lambda self: self.get("hooks") or {})
-    restored = property(lambda self: bool(self.get("restored")))
 
     @property
     def creating(self):
