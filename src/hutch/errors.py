@@ -49,3 +49,33 @@ class NotFound(HutchError):
 
 class NotRunning(HutchError):
     """The container is not running (runc's phrase is kept for engines)."""
+
+
+class SandboxError(HutchError):
+    """A library sandbox could not be made, used or removed (``errno`` is kept)."""
+
+
+class TimeoutExpired(SandboxError):
+    """A wait or communicate ran out of time; the process is left running (as
+    with :mod:`subprocess`: ``run(timeout=)`` kills it, ``wait`` does not)."""
+
+    def __init__(self, cmd, timeout, output=None, stderr=None):
+        import errno
+        super().__init__(f"{cmd!r} did not finish within {timeout} s", errno.ETIMEDOUT)
+        self.cmd, self.timeout = cmd, timeout
+        self.output, self.stderr = output, stderr
+
+
+class CommandFailed(SandboxError):
+    """``run(check=True)`` of a command that did not exit with 0; ``result``
+    has its output."""
+
+    def __init__(self, result):
+        how = f"was killed by signal {result.signal}" if result.signal else \
+            f"exited with {result.returncode}"
+        if result.timed_out:
+            how = "timed out"
+        elif result.oom_killed:
+            how = "was killed by the memory limit"
+        super().__init__(f"{result.args!r} {how}")
+        self.result = result

@@ -1,15 +1,32 @@
 """hutch sandbox [options] -- CMD [ARGS...]
 
-Run CMD in a throw-away container and exit with its status.  The container sees the
-host's filesystem read-only (or --rootfs), with private /tmp, /proc, /dev and /run,
-and its own pid, ipc, uts, mount and network namespaces (loopback only).
+Run CMD in a throw-away sandbox and exit with its status (124 when --timeout
+ended it, 137 when the memory limit did, 128+N for signal N).  The sandbox sees
+the host's filesystem read-only (or --rootfs), with private /tmp, /proc, /dev and
+/run, its own pid, ipc, uts, mount and network namespaces (loopback only), a user
+namespace whose root is unprivileged on the host, a seccomp filter and a small
+capability set.
 
 options:
   --rootfs DIR            use DIR as the root instead of the host's /
   -v, --volume SRC:DST[:ro]   bind SRC onto DST (read-only with :ro)
-  --hostname NAME         the container's hostname (default: sandbox)
+  --hostname NAME         the sandbox's hostname (default: sandbox)
   -e, --env KEY=VALUE     set an environment variable
   -w, --workdir DIR       the working directory (default: the current one)
+  --name NAME             the container's id (default: sandbox-PID-RANDOM)
+  --network MODE          none (loopback only; the default), loopback or host
+  --memory SIZE           memory limit (256m, 1g)
+  --memory-swap SIZE      memory plus swap (default: the memory limit; -1: no limit)
+  --cpus N                CPU time, in CPUs (0.5, 2)
+  --cpuset-cpus LIST      the CPUs it may use (0-1, 3)
+  --pids-limit N          at most N processes
+  --timeout SECONDS       kill it all after SECONDS (exit 124)
+  --user UID[:GID]        the user inside (default 0), or root-host: the host's
+                          root, without a user namespace
+  --rootless              run as if not root (own ids mapped, no cgroups)
+  --seccomp PROFILE       default, unconfined, or an OCI seccomp JSON file
+  --cap-add CAP           add a capability (repeatable; ALL)
+  --cap-drop CAP          drop a capability (repeatable; ALL)
 """
 
 from . import args
@@ -17,30 +34,59 @@ from . import args
 SPEC = {"--rootfs": ("rootfs", "str"), "-v": ("volume", "list"),
         "--volume": ("volume", "list"), "--hostname": ("hostname", "str"),
         "-e": ("env", "list"), "--env": ("env", "list"), "-w": ("workdir", "str"),
-        "--workdir": ("workdir", "str")}
+        "--workdir": ("workdir", "str"), "--name": ("name", "str"),
+        "--network": ("network", "str"), "--memory": ("memory", "str"),
+        "-m": ("memory", "str"), "--memory-swap": ("memory_swap", "str"),
+        "--cpus": ("cpus", "str"), "--cpuset-cpus": ("cpuset_cpus", "str"),
+        "--pids-limit": ("pids", "int"), "--timeout": ("timeout", "str"),
+        "--user": ("user", "str"), "-u": ("user", "str"),
+        "--rootless": ("rootless", "bool"), "--seccomp": ("seccomp", "str"),
+        "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list")}
 
 
 def parse_volume(v):
     from ..errors import HutchError
     parts = v.split(":")
     if len(parts) == 2:
-        return parts[0], parts[1], False
+        return parts[0], parts[1], "rw"
     if len(parts) == 3 and parts[2] in ("ro", "rw"):
-        return parts[0], parts[1], parts[2] == "ro"
+        return parts[0], parts[1], parts[2]
     raise HutchError(f"invalid volume {v!r}: use SRC:DST or SRC:DST:ro")
+
+
+def _workdir():
+    """The caller's directory, when the sandbox shows the host's copy of it:
+    /tmp, /run, /dev and /proc are private inside, so their paths are not."""
+    import os
+    here = os.getcwd()
+    private = ("/tmp", "/run", "/dev", "/proc", "/sys")
+    shared = not any(here == p or here.startswith(p + "/") for p in private)
+    return here if shared else "/"
 
 
 def run(g, argv):
     from ..errors import HutchError
-    from ..sandbox import Sandbox
+    from ..sandbox.config import Settings
+    from ..sandbox.foreground import run as run_foreground
     o, cmd = args.parse(argv, SPEC, "sandbox", stop_at_positional=True)
     if not cmd:
         raise HutchError("sandbox: give a command to run, e.g. hutch sandbox -- sh")
-    for e in o["env"]:
-        if "=" not in e:
-            raise HutchError(f"invalid --env {e!r}: use KEY=VALUE")
+    timeout = None
+    if o["timeout"] is not None:
+        try:
+            timeout = float(o["timeout"])
+        except ValueError:
+            timeout = -1
+        if timeout <= 0:
+            raise HutchError(f"invalid --timeout {o['timeout']!r}: expected seconds > 0")
     g.check_cgroup_driver()
-    sb = Sandbox(cmd, rootfs=o["rootfs"], binds=[parse_volume(v) for v in o["volume"]],
-                 hostname=o["hostname"] or "sandbox", env=o["env"], cwd=o["workdir"],
-                 root=g.root, rootless=g.is_rootless())
-    return sb.run()
+    rootless = True if o["rootless"] else (None if not g.is_rootless() else True)
+    workdir = o["workdir"] or (_workdir() if not o["rootfs"] else "/")
+    s = Settings(rootfs=o["rootfs"], volumes=[parse_volume(v) for v in o["volume"]],
+                 env=o["env"], workdir=workdir, hostname=o["hostname"] or "sandbox",
+                 memory=o["memory"], memory_swap=o["memory_swap"], cpus=o["cpus"],
+                 cpuset_cpus=o["cpuset_cpus"], pids=o["pids"],
+                 network=o["network"] or "none", user=o["user"], rootless=rootless,
+                 seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
+                 cap_drop=o["cap_drop"])
+    return run_foreground(s, cmd, g.root, o["name"], timeout)

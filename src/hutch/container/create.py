@@ -32,6 +32,7 @@ class CreateOptions(P.Options):
     preserve_fds = 0
     rootless = None           # None: rootless if not root
     attachments = ()          # :mod:`.attach` objects, run in order
+    stdio = None              # (fd, fd, fd): the init's 0, 1, 2 (else the caller's)
 
 
 def create(root, cid, bundle, opts=None, cfg=None):
@@ -113,7 +114,7 @@ class _Build:
             join=self.join, console_fd=self.csock,
             fifo_fd=os.open(cdir.fifo, os.O_PATH | os.O_CLOEXEC),
             keep_fds=3 + nlisten + o.preserve_fds, no_pivot=o.no_pivot,
-            no_new_keyring=o.no_new_keyring, state_dir=cdir.path)
+            no_new_keyring=o.no_new_keyring, state_dir=cdir.path, stdio=o.stdio)
         self.join, self.csock = [], -1      # the spawn owns (and closes) them now
         h, self.helper = self.helper, None
         failpoint("create:spawn")

@@ -28,6 +28,9 @@ class ExecOptions(Options):
     ignore_paused = False
     cgroups = ()              # --cgroup [ctrl,...:]path
     source = "config.json"    # what the cwd came from, for the error message
+    stdio = None              # (fd, fd, fd): the process's 0, 1, 2 (else hutch's)
+    spawn = False             # return the process's pid at once; the caller, a
+                              # child subreaper, waits for it (the library)
 
 
 # --- building the process -------------------------------------------------------
@@ -205,7 +208,8 @@ def _exec_locked(cdir, info, proc, o):
         flags |= NAMESPACES[t]
     plan = {"process": proc.wire(), "ns_flags": flags, "keep_fds": 3 + o.preserve_fds,
             "no_new_keyring": info.no_new_keyring, "target": f"container {cdir.id}",
-            "source": o.source, "gone_msg": "cannot exec in a stopped container"}
+            "source": o.source, "gone_msg": "cannot exec in a stopped container",
+            "stdio": list(o.stdio) if o.stdio else None}
     strict = info.strict_guard
     if not strict:
         from ..linux.exeguard import may_clear_immutable
@@ -219,18 +223,19 @@ def _exec_locked(cdir, info, proc, o):
         else None
     return run_entry(plan, pidfd, paths, o.detach, o.pid_file, o.console_socket, strict,
                      notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,),
-                     frozen=status == "paused")
+                     frozen=status == "paused", spawn=o.spawn)
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
               console_socket=None, strict=True, notify_state=None, started=None,
-              keep_from=(), frozen=False):
+              keep_from=(), frozen=False, spawn=False):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it.  ``started()`` is called once the helper has the
     plan and is in the cgroups (exec releases the container's lock there);
     ``keep_from``: fds a newly started helper must not inherit (that lock).
     ``frozen``: the cgroups are frozen (exec --ignore-paused), so the helper
-    stops as it joins them: ``started()`` comes before it says so."""
+    stops as it joins them: ``started()`` comes before it says so.  ``spawn``:
+    returns the process's pid once it runs, for the caller to wait for."""
     from ..linux import exeguard
     from ..linux import kernel as K
     from ..process import channel, helper
@@ -264,7 +269,7 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
             helper.prepare_enter(sock, plan)
         K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
         exeguard.protect_self()
-        if not detach:
+        if not (detach or spawn):
             console.hold_signals()
         from ..log import debug
         debug(f"nsexec container setup: the exec helper is pid {hpid}")
@@ -329,6 +334,8 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
         os.close(sock)
     if detach:
         return 0
+    if spawn:
+        return child
     master = console.recv_master(proxy) if proxy >= 0 else None
     return console.wait_child(child, master)
 

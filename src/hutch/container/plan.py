@@ -131,10 +131,11 @@ def plain_mounts(cfg):
 
 
 def init_plan(cfg, cid, bundle, proc, *, cgroup_paths, rootless, join, console_fd,
-              fifo_fd, keep_fds, no_pivot, no_new_keyring, state_dir):
+              fifo_fd, keep_fds, no_pivot, no_new_keyring, state_dir, stdio=None):
     """Everything the container's init needs, as stage1 receives it.  The fds
     in it (``join``, ``console_fd``, ``fifo_fd``) pass to the spawn, which
-    closes them."""
+    closes them.  ``stdio``: three fds for the init's 0, 1 and 2 instead of
+    the caller's own (the library's pipes); they stay the caller's."""
     from ..hooks import hooks_to_plain
     from ..namespaces import new_flags, time_offsets_text
     return {
@@ -156,6 +157,7 @@ def init_plan(cfg, cid, bundle, proc, *, cgroup_paths, rootless, join, console_f
         "no_pivot": no_pivot, "no_new_keyring": no_new_keyring,
         "console_socket": console_fd, "fifo_fd": fifo_fd, "keep_fds": keep_fds,
         "loopback": cfg.new_ns("network"), "state_dir": state_dir,
+        "stdio": list(stdio) if stdio else None,
     }
 
 

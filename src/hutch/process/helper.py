@@ -172,14 +172,17 @@ def send_plan(h, plan):
     for key in ("console_socket", "fifo_fd"):
         if plan[key] >= 0:
             fds.append(plan[key])
+    fds.extend(plan.get("stdio") or ())
     channel.send(h.sock, {"t": "plan", "plan": plan, "nfds": len(fds)})
     if fds:
         channel.send_fds(h.sock, fds)
 
 
 def send_enter(sock, plan, pidfd, console_sock=-1):
-    """Sends an entry plan (:mod:`hutch.process.enter`) with the target's pidfd."""
+    """Sends an entry plan (:mod:`hutch.process.enter`) with the target's pidfd
+    (and the plan's ``stdio`` fds, last)."""
     fds = [pidfd] + ([console_sock] if console_sock >= 0 else [])
+    fds.extend(plan.get("stdio") or ())
     channel.send(sock, {"t": "enter", "plan": plan, "nfds": len(fds)})
     channel.send_fds(sock, fds)
 
@@ -227,15 +230,42 @@ def serve(sock, kind="create"):
     if msg["t"] == "enter":
         from . import enter
         fds = channel.recv_fds(sock, msg["nfds"])
+        sock = _take_stdio(msg["plan"], fds, sock)
         enter.stage(msg["plan"], sock, fds[0], fds[1] if len(fds) > 1 else -1,
                     prepared)
         os._exit(1)
     from . import init
     plan = msg["plan"]
-    fds = iter(channel.recv_fds(sock, msg["nfds"]) if msg["nfds"] else ())
+    fds = channel.recv_fds(sock, msg["nfds"]) if msg["nfds"] else []
+    sock = _take_stdio(plan, fds, sock)
+    fds = iter(fds)
     plan["join"] = [(t, next(fds)) for t, _ in plan["join"]]
     for key in ("console_socket", "fifo_fd"):
         if plan[key] >= 0:
             plan[key] = next(fds)
     init.stage1(plan, sock, prepared)
     os._exit(1)
+
+
+def _take_stdio(plan, fds, sock):
+    """The plan's ``stdio`` (the last three fds received, when the caller gave
+    them: the library's pipes) become this helper's 0, 1 and 2, which the
+    container's process inherits; the caller's own stdio is not used.  Returns
+    the channel's fd, moved if it was one of 0-2 (a caller with stdio closed)."""
+    if not plan.get("stdio"):
+        return sock
+    import fcntl
+    if sock <= 2:
+        nsock = fcntl.fcntl(sock, fcntl.F_DUPFD_CLOEXEC, 3)
+        os.close(sock)
+        sock = nsock
+    # above 2 first, so that placing one cannot overwrite another not yet placed
+    high = [fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 3) for fd in fds[-3:]]
+    for fd in fds[-3:]:
+        os.close(fd)
+    del fds[-3:]
+    for target, fd in enumerate(high):
+        os.dup2(fd, target)         # inheritable: the process keeps them
+        os.close(fd)
+    plan["stdio"] = None
+    return sock

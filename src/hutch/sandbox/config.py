@@ -1,0 +1,306 @@
+"""What a sandbox is made of: its settings (the library's and `hutch sandbox`'s
+arguments, checked once) and the OCI config built from them.
+
+A sandbox is an ordinary hutch container.  Its root is the host's filesystem
+read-only (or ``rootfs``), with private /tmp, /run, /dev and /proc; it has new
+pid, ipc, uts, mount, network (loopback only) and cgroup namespaces, and by
+default a user namespace too:
+
+* a caller that is not root gets its own uid and gid as root inside (rootless);
+* root gets an unprivileged mapping: the sandbox's ids 0-65535 are host ids
+  from :data:`ID_BASE` on, which own nothing on the host, unless
+  ``user="root-host"`` asks for the host's root explicitly.
+
+Its PID 1 is catatonit (Debian's ``catatonit``), bound read-only at
+:data:`INIT_PATH`: a minimal reaper.  No hutch or Python code runs inside.
+"""
+
+import errno
+import os
+
+from ..errors import HutchError
+from ..spec.defaults import MASKED, READONLY, default_mounts
+
+ENV_PATH = "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
+INIT_PATH = "/run/hutch-init"
+ID_BASE = 0x70000000        # root's sandboxes: ids 0-65535 are host 1879048192+
+ID_SIZE = 65536
+NETWORKS = ("none", "loopback", "host")
+
+
+def parse_size(value, what):
+    """``256m``, ``1g``, ``512k``, ``1048576`` (bytes, binary units) -> int."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        n = value
+    else:
+        text = str(value).strip().lower()
+        for suffix in ("ib", "b"):
+            if text.endswith(suffix) and text[:-len(suffix)][-1:].isalpha():
+                text = text[:-len(suffix)]
+                break
+        mult = 1
+        if text[-1:] in "kmgt" and text[-1:]:
+            mult = 1 << (10 * ("kmgt".index(text[-1]) + 1))
+            text = text[:-1]
+        if text.endswith("b"):
+            text = text[:-1]
+        try:
+            n = int(float(text) * mult)
+        except ValueError:
+            raise HutchError(f"invalid {what} {value!r}: expected a size such as "
+                             "256m, 1g or 1048576", errno.EINVAL) from None
+    if n <= 0:
+        raise HutchError(f"invalid {what} {value!r}: must be positive", errno.EINVAL)
+    return n
+
+
+def find_init():
+    for path in INIT_CANDIDATES:
+        if os.access(path, os.X_OK):
+            return path
+    raise HutchError("a sandbox needs catatonit as its minimal init, and none was "
+                     f"found ({', '.join(INIT_CANDIDATES)}): install Debian's "
+                     "catatonit package (setup.sh does)", errno.ENOENT)
+
+
+class Settings:
+    """A sandbox's arguments, checked.  ``volumes``: (src, dst[, "ro"|"rw"]);
+    ``env``: a dict or KEY=VALUE strings."""
+
+    def __init__(self, rootfs=None, volumes=(), env=None, workdir="/",
+                 hostname="sandbox", memory=None, memory_swap=None, cpus=None,
+                 cpuset_cpus=None, pids=None, network="none", publish=(), user=None,
+                 rootless=None, seccomp="default", cap_add=(), cap_drop=()):
+        self.euid = os.geteuid()
+        self.rootless = (self.euid != 0) if rootless is None else bool(rootless)
+        self.rootfs = os.path.abspath(rootfs) if rootfs else "/"
+        if not os.path.isdir(self.rootfs):
+            raise HutchError(f"rootfs {self.rootfs}: not a directory", errno.ENOTDIR)
+        self.volumes = [_volume(v) for v in volumes]
+        if env is None:
+            env = {}
+        if isinstance(env, dict):
+            env = [f"{k}={v}" for k, v in env.items()]
+        for e in env:
+            if "=" not in e or e.startswith("="):
+                raise HutchError(f"invalid env {e!r}: expected KEY=VALUE", errno.EINVAL)
+        self.env = list(env)
+        if not workdir.startswith("/"):
+            raise HutchError(f"invalid workdir {workdir!r}: not an absolute path",
+                             errno.EINVAL)
+        self.workdir = workdir
+        self.hostname = hostname
+        self.memory = parse_size(memory, "memory") if memory is not None else None
+        if memory_swap is not None and str(memory_swap) == "-1":
+            self.memory_swap = -1
+        elif memory_swap is not None:
+            self.memory_swap = parse_size(memory_swap, "memory_swap")
+            if self.memory is None or self.memory_swap < self.memory:
+                raise HutchError("memory_swap is memory plus swap: it needs memory, "
+                                 "and must be at least as large", errno.EINVAL)
+        else:
+            self.memory_swap = None
+        if cpus is not None:
+            try:
+                cpus = float(cpus)
+            except (TypeError, ValueError):
+                cpus = -1
+            if cpus <= 0:
+                raise HutchError("invalid cpus: expected a positive number such as "
+                                 "0.5 or 2", errno.EINVAL)
+        self.cpus = cpus
+        self.cpuset_cpus = str(cpuset_cpus) if cpuset_cpus is not None else None
+        if pids is not None and (not isinstance(pids, int) or pids <= 0):
+            raise HutchError(f"invalid pids {pids!r}: expected a positive integer",
+                             errno.EINVAL)
+        self.pids = pids
+        self.network = network or "none"
+        if self.network not in NETWORKS:
+            raise HutchError(f"network {self.network!r}: this hutch has the networks "
+                             f"{', '.join(NETWORKS)} only (bridged networks are not "
+                             "built yet)", errno.EOPNOTSUPP)
+        if publish:
+            raise HutchError("publish: published ports need a bridged network, which "
+                             "this hutch does not have yet; with network='host' the "
+                             "sandbox's ports are the host's", errno.EOPNOTSUPP)
+        self.user = user
+        self.uid = self.gid = 0
+        self.userns = True
+        if user == "root-host":
+            if self.euid != 0:
+                raise HutchError("user='root-host' needs a caller that is root",
+                                 errno.EPERM)
+            self.userns = False
+        elif user is not None:
+            self.uid, self.gid = _parse_user(user)
+            if self.rootless and (self.uid, self.gid) != (0, 0):
+                raise HutchError(f"user {user!r}: a rootless sandbox maps only the "
+                                 "caller's own ids, which are 0 inside", errno.EINVAL)
+            if max(self.uid, self.gid) >= ID_SIZE:
+                raise HutchError(f"user {user!r}: the sandbox maps ids 0-{ID_SIZE - 1}",
+                                 errno.ERANGE)
+        self.seccomp = _seccomp(seccomp)
+        from .profile import capabilities
+        self.caps = capabilities(cap_add, cap_drop)
+        self.init = find_init()
+
+    # --- the ids ------------------------------------------------------------------
+    def host_ids(self):
+        """The host uid and gid of the sandbox's root."""
+        if not self.userns:
+            return 0, 0
+        if self.rootless:
+            return os.geteuid(), os.getegid()
+        return ID_BASE, ID_BASE
+
+    def process_host_ids(self):
+        """The host uid and gid the sandbox's processes run as (file ownership)."""
+        u, g = self.host_ids()
+        return u + self.uid, g + self.gid
+
+    def resources(self):
+        r = {}
+        if self.memory is not None:
+            mem = {"limit": self.memory}
+            # no swap beyond the limit unless asked: an OOM is then an OOM
+            mem["swap"] = self.memory if self.memory_swap is None else self.memory_swap
+            r["memory"] = mem
+        cpu = {}
+        if self.cpus is not None:
+            cpu["period"] = 100000
+            cpu["quota"] = max(1000, int(self.cpus * 100000))
+        if self.cpuset_cpus is not None:
+            cpu["cpus"] = self.cpuset_cpus
+        if cpu:
+            r["cpu"] = cpu
+        if self.pids is not None:
+            r["pids"] = {"limit": self.pids}
+        return r
+
+    def wants_limits(self):
+        return bool(self.resources())
+
+    # --- the OCI config -----------------------------------------------------------
+    def config(self, args, cwd=None, extra_env=()):
+        """The OCI config of a sandbox whose init runs ``args``."""
+        env = [ENV_PATH, "HOME=/root" if self.uid == 0 else "HOME=/",
+               "HOSTNAME=" + self.hostname]
+        for extra in (self.env, list(extra_env)):
+            keys = {e.split("=", 1)[0] for e in extra}
+            env = [e for e in env if e.split("=", 1)[0] not in keys] + extra
+        mounts = [m for m in default_mounts() if m["type"] != "cgroup"] + [
+            {"destination": "/tmp", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=1777"]},
+            {"destination": "/run", "type": "tmpfs", "source": "tmpfs",
+             "options": ["nosuid", "nodev", "mode=755"]},
+            {"destination": INIT_PATH, "type": "bind", "source": self.init,
+             "options": ["bind", "ro", "nosuid", "nodev"]},
+        ]
+        for src, dst, ro in self.volumes:
+            mounts.append({"destination": dst, "type": "bind", "source": src,
+                           "options": ["rbind", "nosuid", "nodev"] +
+                                      (["ro"] if ro else [])})
+        caps = list(self.caps)
+        namespaces = ["pid", "ipc", "uts", "mount"]
+        if self.network != "host":
+            namespaces.append("network")
+        if not self.rootless:
+            namespaces.append("cgroup")
+        if self.userns:
+            namespaces.append("user")
+        cfg = {
+            "ociVersion": "1.2.0",
+            "process": {"terminal": False, "user": {"uid": self.uid, "gid": self.gid},
+                        "args": list(args), "env": env, "cwd": cwd or self.workdir,
+                        "capabilities": {k: caps for k in
+                                         ("bounding", "effective", "permitted")},
+                        "noNewPrivileges": True},
+            "root": {"path": self.rootfs, "readonly": True},
+            "hostname": self.hostname,
+            "mounts": mounts,
+            "linux": {
+                "namespaces": [{"type": t} for t in namespaces],
+                "maskedPaths": MASKED, "readonlyPaths": READONLY,
+                "resources": self.resources(),
+            },
+        }
+        lin = cfg["linux"]
+        if self.seccomp is not None:
+            lin["seccomp"] = self.seccomp
+        if self.userns:
+            u, g = self.host_ids()
+            size = 1 if self.rootless else ID_SIZE
+            lin["uidMappings"] = [{"containerID": 0, "hostID": u, "size": size}]
+            lin["gidMappings"] = [{"containerID": 0, "hostID": g, "size": size}]
+            if self.rootless:
+                for m in cfg["mounts"]:
+                    if m["type"] == "devpts":      # gid 5 is not mapped
+                        m["options"] = [o for o in m["options"] if o != "gid=5"]
+        if self.network == "host":
+            # the host's network: its /sys/class/net is not the sandbox's business
+            cfg["mounts"] = [m for m in cfg["mounts"] if m["destination"] != "/sys"] \
+                if self.userns else cfg["mounts"]
+            if self.userns:
+                cfg["mounts"].append({"destination": "/sys", "type": "bind",
+                                      "source": "/sys",
+                                      "options": ["rbind", "ro", "nosuid", "nodev",
+                                                  "noexec"]})
+        return cfg
+
+
+def _volume(v):
+    if isinstance(v, str):
+        parts = v.split(":")
+    else:
+        parts = list(v)
+    if len(parts) == 2:
+        src, dst, mode = parts[0], parts[1], "rw"
+    elif len(parts) == 3:
+        src, dst, mode = parts
+        if mode is True or mode is False:
+            mode = "ro" if mode else "rw"
+    else:
+        raise HutchError(f"invalid volume {v!r}: use (SRC, DST) or (SRC, DST, 'ro')",
+                         errno.EINVAL)
+    if mode not in ("ro", "rw"):
+        raise HutchError(f"invalid volume {v!r}: the mode is 'ro' or 'rw'", errno.EINVAL)
+    if not str(dst).startswith("/"):
+        raise HutchError(f"invalid volume {v!r}: the destination must be absolute",
+                         errno.EINVAL)
+    src = os.path.abspath(src)
+    if not os.path.exists(src):
+        raise HutchError(f"volume source {src}: no such file or directory", errno.ENOENT)
+    return src, dst, mode == "ro"
+
+
+def _parse_user(user):
+    u, _, g = str(user).partition(":")
+    try:
+        uid = int(u)
+        gid = int(g) if g else uid
+    except ValueError:
+        raise HutchError(f"invalid user {user!r}: expected UID[:GID] (numbers) or "
+                         "'root-host'", errno.EINVAL) from None
+    if uid < 0 or gid < 0:
+        raise HutchError(f"invalid user {user!r}: ids are not negative", errno.EINVAL)
+    return uid, gid
+
+
+def _seccomp(value):
+    if value in (None, "unconfined"):
+        return None
+    if value == "default":
+        from .profile import default_seccomp
+        return default_seccomp()
+    if isinstance(value, dict):
+        return value
+    from .. import jsonlite
+    try:
+        with open(value, "rb") as f:
+            return jsonlite.loads(f.read())
+    except OSError as e:
+        raise HutchError(f"seccomp profile {value}: {e.strerror}", e.errno) from None
+    except ValueError as e:
+        raise HutchError(f"seccomp profile {value}: invalid JSON: {e}",
+                         errno.EINVAL) from None

@@ -1,0 +1,108 @@
+"""A sandbox saved by CRIU, and new sandboxes made from it.
+
+A snapshot directory holds:
+
+* ``images/``: CRIU's images of the sandbox (its processes, their memory, and
+  the contents of its private /tmp, /run and /dev);
+* ``bundle/config.json``: the container's OCI config, which restore needs;
+* ``sandbox.json``: the arguments the sandbox was made with, so that a restored
+  copy is the same kind of sandbox (limits, user namespace, seccomp, volumes).
+
+Restoring makes a new container with a new name, so one warmed-up sandbox can be
+forked any number of times, while it runs on or after it is gone.  The volumes
+it had must still exist.  A process the library still talks to over a pipe
+(a :meth:`Sandbox.spawn` that runs) cannot be saved: CRIU refuses pipes to
+outside the sandbox.
+"""
+
+import errno
+import os
+
+from ..errors import SandboxError
+
+FORMAT = 1
+
+
+class Snapshot:
+    """A saved sandbox: ``path``, ``settings`` (the :class:`Sandbox` arguments)
+    and ``name`` (of the sandbox it was taken from)."""
+
+    def __init__(self, path):
+        from .. import jsonlite
+        self.path = os.path.abspath(path)
+        try:
+            with open(os.path.join(self.path, "sandbox.json"), "rb") as f:
+                meta = jsonlite.loads(f.read())
+        except FileNotFoundError:
+            raise SandboxError(f"{self.path} holds no sandbox snapshot (sandbox.json "
+                               "is missing)", errno.ENOENT) from None
+        except (OSError, ValueError) as e:
+            raise SandboxError(f"read the snapshot {self.path}: {e}",
+                               getattr(e, "errno", None) or errno.EINVAL) from None
+        if meta.get("format", 0) > FORMAT:
+            raise SandboxError(f"the snapshot {self.path} was made by a newer hutch "
+                               f"(format {meta.get('format')})", errno.EPROTO)
+        self.settings = meta["settings"]
+        self.name = meta["name"]
+
+    @property
+    def images(self):
+        return os.path.join(self.path, "images")
+
+    @property
+    def bundle(self):
+        return os.path.join(self.path, "bundle")
+
+    def __repr__(self):
+        return f"<hutch.Snapshot {self.path} of {self.name}>"
+
+
+def save(sb, path, leave_running):
+    from .. import jsonlite
+    from ..container.checkpoint import CheckpointOptions, checkpoint
+    from .config import INIT_PATH
+    path = os.path.abspath(path)
+    images = os.path.join(path, "images")
+    bundle = os.path.join(path, "bundle")
+    for d in (path, images, bundle):
+        os.makedirs(d, 0o700, exist_ok=True)
+    if os.listdir(images):
+        raise SandboxError(f"checkpoint into {path}: it holds a snapshot already",
+                           errno.EEXIST)
+    with open(os.path.join(bundle, "config.json"), "w") as f:
+        f.write(jsonlite.dumps(sb.settings.config([INIT_PATH, "-P"])))
+    work = os.path.join(path, "work")
+    checkpoint(sb.root, sb.name, images, CheckpointOptions(
+        leave_running=leave_running, work_path=work))
+    with open(os.path.join(path, "sandbox.json"), "w") as f:
+        f.write(jsonlite.dumps({"format": FORMAT, "name": sb.name,
+                                "settings": sb._kwargs}))
+    return Snapshot(path)
+
+
+def load(cls, snapshot, name, root, timeout):
+    from ..container.lifecycle import load as load_container
+    from ..container.restore import Restore, RestoreOptions
+    from ..errors import HutchError
+    from ..linux.fs import rmtree
+    from .api import _error
+    snap = snapshot if isinstance(snapshot, Snapshot) else Snapshot(snapshot)
+    settings = dict(snap.settings)
+    settings["volumes"] = [tuple(v) if isinstance(v, list) else v
+                           for v in settings.get("volumes") or ()]
+    sb = cls(**settings, name=name, root=root, timeout=timeout)
+    work = os.path.join(snap.path, f"work-{sb.name}")
+    try:
+        r = Restore(sb.root, sb.name, snap.bundle, RestoreOptions(
+            detach=True, work_path=work))
+        r.run(snap.images)
+        sb.pid = r.pid
+        cdir = load_container(sb.root, sb.name, lock=False)
+        sb._paths = cdir.data.cgroup_paths
+    except HutchError as e:
+        raise _error(e) from None
+    try:
+        rmtree(work)
+    except (OSError, HutchError):
+        pass
+    return sb
