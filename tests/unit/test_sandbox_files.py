@@ -1,4 +1,4 @@
-"""Copying files into and out of a running container (hutch.sandbox_files).
+"""Copying files into and out of a running container (hutch.sandbox.files).
 
 The "container root" is a tmp directory opened O_PATH; the unit tier's fake
 kernel serves openat2 from it without RESOLVE_IN_ROOT, except in the one test
@@ -11,7 +11,7 @@ import stat
 
 import pytest
 
-from hutch import sandbox_files as F
+from hutch.sandbox import files as F
 from hutch.errors import HutchError
 from hutch.linux import kernel as K
 from hutch.rootfs.paths import IN_ROOT
