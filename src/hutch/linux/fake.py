@@ -175,5 +175,10 @@ class FakeKernel:
     def setresgid(self, rgid, egid, sgid):
         self._rec("setresgid", rgid, egid, sgid, what=f"setresgid {egid}")
 
+    def setfsids(self, uid, gid):
+        self._rec("setfsids", uid, gid, what=f"setfsuid {uid}")
+        old, self._fsids = getattr(self, "_fsids", (0, 0)), (uid, gid)
+        return old
+
     def setresuid(self, ruid, euid, suid):
         self._rec("setresuid", ruid, euid, suid, what=f"setresuid {euid}")

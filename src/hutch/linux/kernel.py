@@ -105,10 +105,10 @@ FS_IOC_GETFLAGS = 0x80086601
 _MACHINE = os.uname().machine
 if _MACHINE == "x86_64":
     NR = dict(pivot_root=155, capget=125, capset=126, seccomp=317, execveat=322,
-              keyctl=250, bpf=321)
+              keyctl=250, bpf=321, setfsuid=122, setfsgid=123)
 elif _MACHINE in ("aarch64", "arm64", "riscv64"):
     NR = dict(pivot_root=41, capget=90, capset=91, seccomp=277, execveat=281,
-              keyctl=219, bpf=280)
+              keyctl=219, bpf=280, setfsuid=151, setfsgid=152)
 else:  # pragma: no cover - other architectures are not supported yet
     raise ImportError(f"hutch: unsupported architecture {_MACHINE}")
 NR.update(pidfd_send_signal=424, open_tree=428, move_mount=429, fsopen=430,
@@ -302,6 +302,21 @@ class Kernel:
 
     def setresuid(self, ruid, euid, suid):
         _call(f"setresuid {euid}", os.setresuid, ruid, euid, suid)
+
+    def setfsids(self, uid, gid):
+        """Sets the calling THREAD's filesystem ids (the kernel's credentials
+        are per thread; glibc does not spread these two to the other threads).
+        Returns the previous (uid, gid).  The call cannot fail; an id the
+        caller may not take leaves it unchanged, which is checked."""
+        old_gid = self.syscall("setfsgid", gid)
+        old_uid = self.syscall("setfsuid", uid)
+        if self.syscall("setfsuid", -1) != uid or self.syscall("setfsgid", -1) != gid:
+            self.syscall("setfsuid", old_uid)
+            self.syscall("setfsgid", old_gid)
+            import errno
+            raise OSError(errno.EPERM, f"setfsuid {uid} / setfsgid {gid}: "
+                          "Operation not permitted")
+        return old_uid, old_gid
 
     def prctl(self, option, arg2=0, arg3=0, arg4=0, arg5=0, what=None):
         return _check(_prctl_fn()(option, arg2, arg3, arg4, arg5),

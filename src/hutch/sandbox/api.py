@@ -82,7 +82,8 @@ class Sandbox:
             from ..spec.config import parse_config
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             try:
-                cfg = parse_config(self.settings.config([INIT_PATH, "-P"]), "sandbox")
+                cfg = parse_config(self.settings.config([INIT_PATH, "-P"], self.root),
+                                   "sandbox")
                 rec = create(self.root, self.name, "/", CreateOptions(
                     rootless=self.settings.rootless, stdio=(null, null, null)), cfg=cfg)
             except HutchError as e:
@@ -196,7 +197,9 @@ class Sandbox:
             n = self._runs
         group = None
         try:
-            group = RunGroup(self._paths, f"hutch-run-{n}") if self._paths else None
+            # named apart from any a restored copy brought with it
+            group = RunGroup(self._paths, f"hutch-run-{n}-{os.urandom(3).hex()}") \
+                if self._paths else None
             count = self._oom_counter()
             cdir, info = E.prepare(self.root, self.name)
             try:
@@ -278,13 +281,31 @@ class Sandbox:
             raise SandboxError(f"open the root of sandbox {self.name}: {e.strerror}",
                                e.errno) from None
 
-    def _files(self, fn, *args, **kw):
+    def _files(self, fn, *args, creates=False):
+        """Runs a :mod:`.files` function on the sandbox's root.  To create
+        files in a sandbox with a user namespace, this thread takes the
+        sandbox root's host ids as its filesystem ids meanwhile (the sandbox's
+        own mounts, such as its /tmp, take no owner it does not map), with the
+        caller's capabilities kept, so it still reads the host as before."""
         rootfd = self._root_fd()
+        k = saved = None
         try:
-            return fn(rootfd, *args, **kw)
+            uid, gid = self.settings.host_ids()
+            if creates and (uid, gid) != (os.geteuid(), os.getegid()):
+                from ..linux.kernel import kernel
+                k = kernel()
+                eff, perm, inh = k.capget()
+                saved = k.setfsids(uid, gid)
+                k.capset(eff, perm, inh)    # setfsuid dropped the file capabilities
+            return fn(rootfd, *args)
         except HutchError as e:
             raise _error(e) from None
+        except OSError as e:
+            raise SandboxError.from_os(f"{fn.__name__} in sandbox {self.name}", e) \
+                from None
         finally:
+            if saved is not None:
+                k.setfsids(*saved)      # back to 0: the kernel restores them
             os.close(rootfd)
 
     def write_file(self, path, data, mode=0o644):
@@ -294,7 +315,7 @@ class Sandbox:
         if isinstance(data, str):
             data = data.encode()
         uid, gid = self.settings.process_host_ids()
-        self._files(files.write_file, path, data, mode, uid, gid)
+        self._files(files.write_file, path, data, mode, uid, gid, creates=True)
 
     def read_file(self, path):
         """The bytes of the file ``path`` inside."""
@@ -305,7 +326,7 @@ class Sandbox:
         """Copies a host file or tree into the sandbox (like ``cp -a``)."""
         from . import files
         uid, gid = self.settings.process_host_ids()
-        self._files(files.put, src, dst, uid, gid)
+        self._files(files.put, src, dst, uid, gid, creates=True)
 
     def get(self, src, dst):
         """Copies a file or tree out of the sandbox onto the host."""

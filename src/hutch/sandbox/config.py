@@ -2,7 +2,12 @@
 arguments, checked once) and the OCI config built from them.
 
 A sandbox is an ordinary hutch container.  Its root is the host's filesystem
-read-only (or ``rootfs``), with private /tmp, /run, /dev and /proc; it has new
+read-only (or ``rootfs``), with private /tmp, /run, /dev, /proc and /sys.  The
+host's filesystem is shown as a bind of each of its top-level entries onto a
+small skeleton directory (:func:`host_view`), not as a bind of the host's whole
+mount tree: the host's own /proc, /sys, /dev, /run and /tmp, with everything
+mounted below them, are then not in the sandbox at all, not even hidden under
+its own (and CRIU can save the sandbox's mounts).  It has new
 pid, ipc, uts, mount, network (loopback only) and cgroup namespaces, and by
 default a user namespace too:
 
@@ -27,6 +32,7 @@ INIT_PATH = "/run/hutch-init"
 ID_BASE = 0x70000000        # root's sandboxes: ids 0-65535 are host 1879048192+
 ID_SIZE = 65536
 NETWORKS = ("none", "loopback", "host")
+OWN_DIRS = ("dev", "proc", "run", "sys", "tmp")   # the sandbox's own, never the host's
 
 
 def parse_size(value, what):
@@ -182,8 +188,9 @@ class Settings:
         return bool(self.resources())
 
     # --- the OCI config -----------------------------------------------------------
-    def config(self, args, cwd=None, extra_env=()):
-        """The OCI config of a sandbox whose init runs ``args``."""
+    def config(self, args, state_root, cwd=None, extra_env=()):
+        """The OCI config of a sandbox whose init runs ``args`` (``state_root``:
+        hutch's --root, where the skeleton of the host's view is kept)."""
         env = [ENV_PATH, "HOME=/root" if self.uid == 0 else "HOME=/",
                "HOSTNAME=" + self.hostname]
         for extra in (self.env, list(extra_env)):
@@ -197,6 +204,11 @@ class Settings:
             {"destination": INIT_PATH, "type": "bind", "source": self.init,
              "options": ["bind", "ro", "nosuid", "nodev"]},
         ]
+        root_dir = self.rootfs
+        if self.rootfs == "/":
+            root_dir, view = host_view(state_root)
+            mounts = view + mounts
+        make_mountpoints(root_dir, self.volumes, self.rootfs == "/")
         for src, dst, ro in self.volumes:
             mounts.append({"destination": dst, "type": "bind", "source": src,
                            "options": ["rbind", "nosuid", "nodev"] +
@@ -216,10 +228,13 @@ class Settings:
                         "capabilities": {k: caps for k in
                                          ("bounding", "effective", "permitted")},
                         "noNewPrivileges": True},
-            "root": {"path": self.rootfs, "readonly": True},
+            "root": {"path": root_dir, "readonly": True},
             "hostname": self.hostname,
             "mounts": mounts,
             "linux": {
+                # nothing propagates in from the host (and CRIU can then save
+                # the sandbox's mounts: no master outside it)
+                "rootfsPropagation": "rprivate",
                 "namespaces": [{"type": t} for t in namespaces],
                 "maskedPaths": MASKED, "readonlyPaths": READONLY,
                 "resources": self.resources(),
@@ -247,6 +262,108 @@ class Settings:
                                       "options": ["rbind", "ro", "nosuid", "nodev",
                                                   "noexec"]})
         return cfg
+
+
+def host_view(state_root):
+    """The skeleton directory that stands for the host's root, and the bind
+    mounts (read-only, recursive) of the host's top-level entries onto it.  The
+    skeleton holds an empty directory (or file) for each, the top-level
+    symlinks (``bin -> usr/bin``) as they are, and the sandbox's own
+    directories.  It is shared by the sandboxes of one state root and made
+    again when the host's top level changes (its name is a digest of it)."""
+    import stat
+    import zlib
+    entries = []
+    for name in sorted(os.listdir("/")):
+        if name in OWN_DIRS:
+            continue
+        try:
+            st = os.lstat("/" + name)
+        except FileNotFoundError:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            entries.append(("l", name, os.readlink("/" + name)))
+        elif stat.S_ISDIR(st.st_mode):
+            entries.append(("d", name, ""))
+        elif stat.S_ISREG(st.st_mode):
+            entries.append(("f", name, ""))
+    digest = zlib.crc32(repr(entries).encode())
+    path = os.path.join(state_root, f".sandbox-root-{digest:08x}")
+    if not os.path.isdir(path):
+        _make_skeleton(state_root, path, entries)
+    mounts = [{"destination": "/" + name, "type": "bind", "source": "/" + name,
+               "options": ["rbind", "ro", "nosuid", "nodev"]}
+              for kind, name, _ in entries if kind in "df"]
+    return path, mounts
+
+
+def _make_skeleton(state_root, path, entries):
+    os.makedirs(state_root, 0o711, exist_ok=True)
+    tmp = f"{path}.{os.getpid()}.{os.urandom(3).hex()}"
+    os.mkdir(tmp, 0o755)
+    try:
+        for name in OWN_DIRS:
+            os.mkdir(os.path.join(tmp, name), 0o755)
+        for kind, name, target in entries:
+            where = os.path.join(tmp, name)
+            if kind == "d":
+                os.mkdir(where, 0o755)
+            elif kind == "f":
+                os.close(os.open(where, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+            else:
+                os.symlink(target, where)
+        os.rename(tmp, path)
+    except OSError as e:
+        from ..linux.fs import rmtree
+        rmtree(tmp)
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY) and os.path.isdir(path):
+            return      # another sandbox made it meanwhile
+        raise HutchError(f"make the sandbox's root {path}: {e.strerror}",
+                         e.errno) from None
+
+
+def make_mountpoints(root_dir, volumes, host_root):
+    """The volumes' mount points, made on the host side before the sandbox
+    exists: inside, its root (the host's, or ``rootfs``'s owner) may not write
+    the root directory.  In the skeleton of the host's view only a new top-level
+    name can be made; below it is the host's own filesystem, read-only."""
+    from ..linux.kernel import kernel
+    from ..rootfs.paths import mkdir_all
+    k = kernel()
+    rootfd = os.open(root_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        for src, dst, _ro in volumes:
+            parts = [p for p in dst.split("/") if p]
+            if not parts or parts[0] in ("proc", "sys", "dev"):
+                raise HutchError(f"volume destination {dst}: not over the sandbox's "
+                                 "/, /proc, /sys or /dev", errno.EINVAL)
+            if host_root and len(parts) > 1 and parts[0] not in OWN_DIRS and \
+                    not os.path.exists(dst):
+                raise HutchError(f"volume destination {dst}: the sandbox shows the "
+                                 f"host's /{parts[0]} read-only, and {dst} does not "
+                                 "exist there; choose an existing directory or a new "
+                                 "top-level one", errno.ENOENT)
+            if parts[0] in OWN_DIRS or (host_root and len(parts) > 1):
+                continue    # made inside the sandbox's own tmpfs, or exists
+            is_dir = os.path.isdir(src)
+            try:
+                if is_dir:
+                    os.close(mkdir_all(k, rootfd, dst))
+                else:
+                    parent = mkdir_all(k, rootfd, os.path.dirname(dst))
+                    try:
+                        os.close(os.open(parts[-1], os.O_CREAT | os.O_WRONLY |
+                                         os.O_NOFOLLOW | os.O_CLOEXEC, 0o644,
+                                         dir_fd=parent))
+                    finally:
+                        os.close(parent)
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.EISDIR):
+                    continue
+                raise HutchError(f"make the mount point of volume {dst}: "
+                                 f"{e.strerror}", e.errno) from None
+    finally:
+        os.close(rootfd)
 
 
 def _volume(v):

@@ -57,20 +57,49 @@ class Snapshot:
         return f"<hutch.Snapshot {self.path} of {self.name}>"
 
 
+def _nested_mounts(settings):
+    """Host mounts below a directory the sandbox binds from the host (its view
+    of the host's root, its volumes).  In a user namespace CRIU restores such a
+    bind without what is mounted below it, which the kernel refuses (the mounts
+    below are locked to it): the checkpoint is refused up front instead."""
+    sources = [src for src, _dst, _ro in settings.volumes]
+    if settings.rootfs == "/":
+        from .config import OWN_DIRS
+        sources += ["/" + n for n in os.listdir("/") if n not in OWN_DIRS]
+    with open("/proc/self/mountinfo", "rb") as f:
+        points = [line.split()[4].decode() for line in f]
+    return sorted({p for p in points for s in sources
+                   if s != "/" and p.startswith(s.rstrip("/") + "/")})
+
+
 def save(sb, path, leave_running):
     from .. import jsonlite
     from ..container.checkpoint import CheckpointOptions, checkpoint
     from .config import INIT_PATH
     path = os.path.abspath(path)
+    if sb.settings.userns:
+        nested = _nested_mounts(sb.settings)
+        if nested:
+            raise SandboxError(
+                f"checkpoint of sandbox {sb.name}: it binds host directories with "
+                f"mounts below them ({', '.join(nested[:3])}"
+                f"{', ...' if len(nested) > 3 else ''}), which CRIU cannot restore "
+                "in a user namespace; use rootfs=, or user='root-host'",
+                errno.EOPNOTSUPP)
     images = os.path.join(path, "images")
     bundle = os.path.join(path, "bundle")
-    for d in (path, images, bundle):
-        os.makedirs(d, 0o700, exist_ok=True)
+    # the snapshot holds the sandbox's memory: only its owner may enter it; CRIU
+    # opens the images through a descriptor of their directory, from inside the
+    # sandbox's user namespace on restore, so that directory lets anyone search it
+    os.makedirs(path, 0o700, exist_ok=True)
+    for d in (images, bundle):
+        os.makedirs(d, 0o711, exist_ok=True)
+        os.chmod(d, 0o711)
     if os.listdir(images):
         raise SandboxError(f"checkpoint into {path}: it holds a snapshot already",
                            errno.EEXIST)
     with open(os.path.join(bundle, "config.json"), "w") as f:
-        f.write(jsonlite.dumps(sb.settings.config([INIT_PATH, "-P"])))
+        f.write(jsonlite.dumps(sb.settings.config([INIT_PATH, "-P"], sb.root)))
     work = os.path.join(path, "work")
     checkpoint(sb.root, sb.name, images, CheckpointOptions(
         leave_running=leave_running, work_path=work))
