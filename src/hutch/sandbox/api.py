@@ -258,11 +258,7 @@ class Sandbox:
                 p.kill()
                 p.wait()
             self._live.discard(p)
-        r = Result(args, p.returncode, out, err, p.duration, timed_out,
-                   not timed_out and p.oom_killed())
-        if check:
-            r.check_returncode()
-        return r
+        return _result(p, out, err, timed_out, check)
 
     def _check_running(self):
         if self._closed:
@@ -378,6 +374,15 @@ class Sandbox:
         own (the original, if it still runs, is not touched)."""
         from .snapshot import load
         return load(cls, snapshot, name, root, timeout)
+
+
+def _result(p, out, err, timed_out, check):
+    """The :class:`Result` of a finished run (``p``: its :class:`Process`)."""
+    r = Result(list(p.args), p.returncode, out, err, p.duration, timed_out,
+               not timed_out and p.oom_killed())
+    if check:
+        r.check_returncode()
+    return r
 
 
 def run(args, input=None, timeout=None, env=None, cwd=None, check=False, **sandbox):

@@ -128,6 +128,8 @@ class Process:
         self._oom_count = oom_count      # (read(), count before), or None
         self._start = time.monotonic()
         self.duration = None
+        import threading
+        self._reaping = threading.Lock()     # one reap, whichever thread waits
 
     # --- waiting --------------------------------------------------------------------
     def poll(self):
@@ -146,6 +148,11 @@ class Process:
         return self.returncode
 
     def _reap(self, flags):
+        with self._reaping:
+            if self.returncode is None:
+                self._reap_locked(flags)
+
+    def _reap_locked(self, flags):
         while True:
             try:
                 pid, status = os.waitpid(self.pid, flags)
@@ -169,8 +176,10 @@ class Process:
             forget(self)
 
     def oom_killed(self):
-        """True if the sandbox's memory limit killed the process."""
-        if self._oom_count is None or self.returncode != -9:
+        """True if the sandbox's memory limit killed a process while this one
+        ran (it, or one it waited for: a shell then exits with 137).  The
+        count is the sandbox's: a concurrent run's OOM kill counts too."""
+        if self._oom_count is None or self.returncode == 0:
             return False
         read, before = self._oom_count
         return read() > before
