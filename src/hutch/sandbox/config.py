@@ -206,8 +206,13 @@ class Settings:
         ]
         root_dir = self.rootfs
         if self.rootfs == "/":
-            root_dir, view = host_view(state_root)
+            # a cache shared by all sandboxes, kept where any sandbox's root can
+            # reach it (not the --root, which may be in a private directory)
+            from ..container.record import default_root
+            root_dir, view = host_view(default_root())
             mounts = view + mounts
+        elif self.userns:
+            _check_reachable(root_dir, *self.host_ids())
         make_mountpoints(root_dir, self.volumes, self.rootfs == "/")
         for src, dst, ro in self.volumes:
             mounts.append({"destination": dst, "type": "bind", "source": src,
@@ -364,6 +369,29 @@ def make_mountpoints(root_dir, volumes, host_root):
                                  f"{e.strerror}", e.errno) from None
     finally:
         os.close(rootfd)
+
+
+def _check_reachable(path, uid, gid):
+    """The sandbox's root binds its rootfs from inside its user namespace: as
+    host uid ``uid``, which needs to search every directory on the way."""
+    import stat
+    d = path
+    while True:
+        st = os.stat(d)
+        if st.st_uid == uid:
+            ok = st.st_mode & stat.S_IXUSR
+        elif st.st_gid == gid:
+            ok = st.st_mode & stat.S_IXGRP
+        else:
+            ok = st.st_mode & stat.S_IXOTH
+        if not ok:
+            raise HutchError(f"rootfs {path}: the sandbox's root (host uid {uid}) "
+                             f"cannot reach it: {d} is mode {st.st_mode & 0o7777:o}; "
+                             "make it searchable (chmod o+x) or use user='root-host'",
+                             errno.EACCES)
+        if d == "/":
+            return
+        d = os.path.dirname(d)
 
 
 def _volume(v):
