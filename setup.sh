@@ -12,9 +12,11 @@ HERE=$(pwd)
 # compiles seccomp profiles; golang-github-containers-common has Podman's default
 # seccomp profile, which the tests load; uidmap (newuidmap) serves rootless id maps;
 # Podman (with conmon, netavark, catatonit) and containerd drive hutch in the e2e
-# tier (no service is started: the tests run their own, privately).
+# tier (no service is started: the tests run their own, privately); catatonit is
+# also the sandbox's PID 1; bubblewrap is what bench/api.py compares the library to.
 PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common
-      uidmap podman conmon containernetworking-plugins netavark catatonit containerd"
+      uidmap podman conmon containernetworking-plugins netavark catatonit containerd
+      bubblewrap"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

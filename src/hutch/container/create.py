@@ -33,12 +33,22 @@ class CreateOptions(P.Options):
     rootless = None           # None: rootless if not root
     attachments = ()          # :mod:`.attach` objects, run in order
     stdio = None              # (fd, fd, fd): the init's 0, 1, 2 (else the caller's)
+    helper = None             # a started process.helper.Helper to use (the library's)
 
 
 def create(root, cid, bundle, opts=None, cfg=None):
     """Creates container ``cid`` from the bundle's config.json (or ``cfg``, a
     parsed config, as the sandbox passes).  Returns the record."""
     o = opts or CreateOptions()
+    try:
+        return _create(root, cid, bundle, o, cfg)
+    finally:
+        if o.helper is not None:      # refused before the helper was used
+            o.helper.close()
+            o.helper = None
+
+
+def _create(root, cid, bundle, o, cfg):
     validate_id(cid)
     bundle = os.path.abspath(bundle)
     if cfg is None:
@@ -90,7 +100,8 @@ class _Build:
         from ..process import helper, launch
         strict = may_clear_immutable(cfg.process.capabilities if cfg.process else None,
                                      cfg.has_ns("user"))
-        self.helper = helper.take(close=(cdir.lock_fd,), strict=strict)
+        self.helper = helper.take(close=(cdir.lock_fd,), strict=strict, spare=o.helper)
+        o.helper = None
         launch.prepare(self.helper, cfg, self.mgr.paths if self.mgr else {})
         failpoint("create:helper")
         validate(cfg)

@@ -31,6 +31,7 @@ class ExecOptions(Options):
     stdio = None              # (fd, fd, fd): the process's 0, 1, 2 (else hutch's)
     spawn = False             # return the process's pid at once; the caller, a
                               # child subreaper, waits for it (the library)
+    helper = None             # a started "enter" process.helper.Helper to use
 
 
 # --- building the process -------------------------------------------------------
@@ -184,13 +185,16 @@ def exec_in(cdir, info, proc, opts=None):
     verb on the container, and released before anything that can wait (a
     process that waits frozen with --ignore-paused, a foreground exec)."""
     o = opts or ExecOptions()
-    if cdir.lock_fd is None:
-        cdir.lock()
-        cdir.load()
     try:
+        if cdir.lock_fd is None:
+            cdir.lock()
+            cdir.load()
         return _exec_locked(cdir, info, proc, o)
     finally:
         cdir.unlock()
+        if o.helper is not None:      # refused before the helper was used
+            o.helper.close()
+            o.helper = None
 
 
 def _exec_locked(cdir, info, proc, o):
@@ -221,14 +225,15 @@ def _exec_locked(cdir, info, proc, o):
             cdir.save()
     notify_state = cdir.oci_state() if proc.seccomp and proc.seccomp["notify"] \
         else None
+    spare, o.helper = o.helper, None    # run_entry owns it from here
     return run_entry(plan, pidfd, paths, o.detach, o.pid_file, o.console_socket, strict,
                      notify_state, started=cdir.unlock, keep_from=(cdir.lock_fd,),
-                     frozen=status == "paused", spawn=o.spawn)
+                     frozen=status == "paused", spawn=o.spawn, spare=spare)
 
 
 def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
               console_socket=None, strict=True, notify_state=None, started=None,
-              keep_from=(), frozen=False, spawn=False):
+              keep_from=(), frozen=False, spawn=False, spare=None):
     """Starts the plan's process through a helper (owns ``pidfd``) and, unless
     ``detach``, waits for it.  ``started()`` is called once the helper has the
     plan and is in the cgroups (exec releases the container's lock there);
@@ -256,9 +261,11 @@ def run_entry(plan, pidfd, cgroup_paths, detach=False, pid_file=None,
                              "--tty, or terminal: true in process.json)", errno.EINVAL)
     except BaseException:
         os.close(pidfd)
+        if spare is not None:
+            spare.close()
         raise
     h = helper.take(close=tuple(fd for fd in keep_from if fd is not None),
-                    kind="enter", strict=strict)
+                    kind="enter", strict=strict, spare=spare)
     hpid, sock, child = h.pid, h.sock, 0
     h.pid, h.sock = 0, -1
     try:

@@ -106,6 +106,11 @@ class Helper:
                     from ..linux import exeguard
                     exe = exeguard.guarded_exe_fd()
                 if exe is None:
+                    # nothing of the caller's but stdio: a library caller's other
+                    # threads may hold fds (a container's lock) this helper must
+                    # not keep while it waits
+                    os.closerange(3, csock)
+                    os.closerange(csock + 1, 1 << 20)
                     serve(csock, kind)
                 os.set_inheritable(csock, True)
                 pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(
@@ -146,11 +151,24 @@ def prestart(kind="create"):
     return _prestarted
 
 
-def take(close=(), kind="create", strict=False):
-    """The prestarted helper, or a new one (also when ``strict`` asks for more
-    than the prestarted one has: see :mod:`hutch.linux.exeguard`)."""
+def take(close=(), kind="create", strict=False, spare=None):
+    """The prestarted helper (or ``spare``, one the caller started earlier), or
+    a new one (also when ``strict`` asks for more than the prestarted one has:
+    see :mod:`hutch.linux.exeguard`, or when it has died)."""
     global _prestarted
-    h, _prestarted = _prestarted, None
+    if spare is not None:
+        h = spare
+        try:
+            if os.waitpid(h.pid, os.WNOHANG)[0]:
+                h.pid = 0           # it died while it waited
+                h.close()
+                h = None
+        except ChildProcessError:
+            h.pid = 0
+            h.close()
+            h = None
+    else:
+        h, _prestarted = _prestarted, None
     if h is not None and strict and not h.strict:
         h.close()
         h = None

@@ -156,39 +156,26 @@ def _open_in_mount_ns(pid, sources):
     """Opens the bind sources (O_PATH) inside the init's new mount namespace,
     with this command's credentials: a container whose root is an unprivileged
     host uid (a user namespace) can then bind a directory only the host's root
-    can reach, as runc allows.  A short-lived child joins the namespace (this
-    process keeps its own) and passes the fds back; a source it cannot open is
-    left to the init, whose own error then names it.  Returns [(source, fd)]."""
-    a, b = channel.socketpair()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.close(a)
-            ns = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
-            kernel().setns(ns, K.CLONE_NEWNS, what="join the container's mount namespace")
-            got, fds = [], []
-            for src in sources:
-                try:
-                    fds.append(os.open(src, os.O_PATH | os.O_CLOEXEC))
-                    got.append(src)
-                except OSError:
-                    pass
-            channel.send(b, {"sources": got})
-            if fds:
-                channel.send_fds(b, fds)
-        finally:
-            os._exit(0)
-    os.close(b)
+    can reach, as runc allows.  The init has not pivoted yet, so its root is the
+    host's, seen in its own mount namespace: a walk through /proc/PID/root
+    opens each source there without joining the namespace (no fork).  A source
+    that cannot be opened is left to the init, whose own error then names it.
+    Returns [(source, fd)]."""
     try:
-        msg = channel.recv(a)
-        srcs = (msg or {}).get("sources") or []
-        fds = channel.recv_fds(a, len(srcs)) if srcs else []
+        root = os.open(f"/proc/{pid}/root", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
     except OSError:
-        srcs, fds = [], []
+        return []
+    out = []
+    try:
+        for src in sources:
+            try:
+                out.append((src, os.open(src.lstrip("/") or ".",
+                                         os.O_PATH | os.O_CLOEXEC, dir_fd=root)))
+            except OSError:
+                pass
     finally:
-        os.close(a)
-        os.waitpid(child, 0)
-    return list(zip(srcs, fds))
+        os.close(root)
+    return out
 
 
 def _close_plan_fds(plan):

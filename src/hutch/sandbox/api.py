@@ -80,12 +80,15 @@ class Sandbox:
             from ..container.create import CreateOptions, create
             from ..container.lifecycle import delete, start
             from ..spec.config import parse_config
+            from . import spares
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             try:
                 cfg = parse_config(self.settings.config([INIT_PATH, "-P"], self.root),
                                    "sandbox")
                 rec = create(self.root, self.name, "/", CreateOptions(
-                    rootless=self.settings.rootless, stdio=(null, null, null)), cfg=cfg)
+                    rootless=self.settings.rootless, stdio=(null, null, null),
+                    helper=spares.take("create")), cfg=cfg)
+                spares.prestart("enter")
             except HutchError as e:
                 raise _error(e) from None
             finally:
@@ -210,8 +213,9 @@ class Sandbox:
             except BaseException:
                 cdir.unlock()
                 raise
+            from . import spares
             pid = E.exec_in(cdir, info, proc, E.ExecOptions(
-                spawn=True, stdio=tuple(stdio), source="cwd",
+                spawn=True, stdio=tuple(stdio), source="cwd", helper=spares.take("enter"),
                 cgroups=(group.spec,) if group and group.spec else ()))
         except HutchError as e:
             if group is not None:
