@@ -224,14 +224,24 @@ def wait_joined(sock):
 
 
 def serve(sock, kind="create"):
-    """The helper's main: import the container side, wait for the plan, run it."""
+    """The helper's main: import the container side, wait for the plan, run it
+    (or, as the "zygote", fork helpers: :mod:`hutch.process.zygote`)."""
     os.set_inheritable(sock, False)
+    if kind == "zygote":
+        from . import zygote
+        zygote.serve(sock)
+        os._exit(0)
     if kind == "enter":
         from . import enter
         enter.preload()
     else:
         from . import init
         init.preload()
+    serve_booted(sock, kind)
+
+
+def serve_booted(sock, kind):
+    """:func:`serve`, its imports done."""
     msg = channel.recv(sock)
     _unspread()
     prepared = None

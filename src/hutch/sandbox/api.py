@@ -69,6 +69,8 @@ class Sandbox:
         self._closed = False
         self._runs = 0
         self._live = set()
+        from . import spares
+        spares.warm()       # boots while the caller goes on
 
     # --- lifecycle ------------------------------------------------------------------
     def start(self):
@@ -88,7 +90,6 @@ class Sandbox:
                 rec = create(self.root, self.name, "/", CreateOptions(
                     rootless=self.settings.rootless, stdio=(null, null, null),
                     helper=spares.take("create")), cfg=cfg)
-                spares.prestart("enter")
             except HutchError as e:
                 raise _error(e) from None
             finally:

@@ -1,72 +1,67 @@
-"""Warm helpers for the library.
+"""Helpers for the library, ready at once.
 
 Each container the library makes, and each command it runs in one, goes through
-a helper process (:mod:`hutch.process.helper`): a fresh interpreter, started from
-the read-only clone of hutch's own, that imports the container side and then
-becomes the container's init or enters it.  Its start-up is most of what a run
-costs (~20 ms here).  A CLI verb overlaps it with its own work; the library,
-which lives on, keeps one helper of each kind started ahead, so that the next
-sandbox or run finds one ready and only forks and execs.
+a helper process (:mod:`hutch.process.helper`).  A CLI verb starts a fresh one
+and overlaps its start-up (~13 ms here: an interpreter and the container side's
+imports) with its own work.  The library lives on, so it keeps a zygote
+(:mod:`hutch.process.zygote`): one helper, booted once, that forks a ready
+helper per request in ~1 ms.
 
-A spare is taken under a lock and replaced at once (the fork is quick; the new
-helper boots while the caller's command runs).  After os.fork() the child has
-no spares (the parent's are the parent's).  A spare that died is noticed when
-taken, and a fresh one is used instead.  They exit by themselves when this
-process does (their socket closes).
+The zygote starts when the first Sandbox is made (it boots while the caller
+goes on) and is started again if it died.  After os.fork() the child has none
+(the parent's is the parent's).  It exits by itself when this process does.
 """
 
 import os
 import threading
 
 _lock = threading.Lock()
-_spares = {}        # kind ("create", "enter") -> Helper
+_zygote = None
+
+
+def warm():
+    """Starts the zygote if there is none (it boots in the background)."""
+    global _zygote
+    with _lock:
+        if _zygote is None or not _zygote.alive():
+            from ..process.zygote import Zygote
+            if _zygote is not None:
+                _zygote.close()
+            _zygote = Zygote()
+    return _zygote
 
 
 def take(kind):
-    """A started helper of ``kind`` for the caller to pass on (CreateOptions or
-    ExecOptions ``helper``); another is started in its place."""
-    from ..process.helper import Helper
+    """A ready helper of ``kind`` ("create" or "enter") for CreateOptions or
+    ExecOptions ``helper``; None if the zygote cannot give one (the core then
+    starts a helper the usual way)."""
+    from ..errors import HutchError
+    z = warm()
     with _lock:
-        h = _spares.pop(kind, None)
-        if h is None:
-            h = Helper.start(kind=kind)
         try:
-            _spares[kind] = Helper.start(kind=kind)
-        except Exception:   # noqa: BLE001 - a spare is an optimisation only
-            pass
-    return h
+            return z.spawn(kind)
+        except HutchError:
+            return None
 
 
-def prestart(*kinds):
-    """Starts a spare of each kind that has none."""
-    from ..process.helper import Helper
+def close():
+    """Stops the zygote (it exits; it is reaped)."""
+    global _zygote
     with _lock:
-        for kind in kinds:
-            if kind not in _spares:
-                try:
-                    _spares[kind] = Helper.start(kind=kind)
-                except Exception:   # noqa: BLE001
-                    pass
-
-
-def close_all():
-    """Dismisses the spares (they exit; they are reaped)."""
-    with _lock:
-        hs = list(_spares.values())
-        _spares.clear()
-    for h in hs:
-        h.close()
+        z, _zygote = _zygote, None
+    if z is not None:
+        z.close()
 
 
 def _forget_in_child():
-    global _lock
+    global _lock, _zygote
     _lock = threading.Lock()
-    for h in _spares.values():
+    if _zygote is not None:
         try:
-            os.close(h.sock)
+            os.close(_zygote._h.sock)
         except OSError:
             pass
-    _spares.clear()
+    _zygote = None
 
 
 os.register_at_fork(after_in_child=_forget_in_child)
