@@ -106,11 +106,13 @@ class Helper:
                     from ..linux import exeguard
                     exe = exeguard.guarded_exe_fd()
                 if exe is None:
-                    # nothing of the caller's but stdio: a library caller's other
-                    # threads may hold fds (a container's lock) this helper must
-                    # not keep while it waits
-                    os.closerange(3, csock)
-                    os.closerange(csock + 1, 1 << 20)
+                    if kind == "zygote":
+                        # nothing of the caller's but stdio: it lives on, and a
+                        # library caller's other threads may hold fds (a
+                        # container's lock) it must not keep (a helper keeps
+                        # them: --preserve-fds and LISTEN_FDS pass through it)
+                        os.closerange(3, csock)
+                        os.closerange(csock + 1, 1 << 20)
                     serve(csock, kind)
                 os.set_inheritable(csock, True)
                 pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(
