@@ -168,8 +168,11 @@ def _open_in_mount_ns(pid, sources):
     out = []
     try:
         for src in sources:
+            # symlinks resolved first: an absolute one met in the walk would
+            # restart from this command's root, outside the init's namespace
+            real = os.path.realpath(src)
             try:
-                out.append((src, os.open(src.lstrip("/") or ".",
+                out.append((src, os.open(real.lstrip("/") or ".",
                                          os.O_PATH | os.O_CLOEXEC, dir_fd=root)))
             except OSError:
                 pass

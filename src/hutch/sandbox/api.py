@@ -158,6 +158,8 @@ class Sandbox:
                                "not a string", errno.EINVAL)
         args = list(args)
         self._check_running()
+        import time
+        started = time.monotonic()
         opened, ours, theirs = [], [None, None, None], []
         try:
             for i, spec in enumerate((stdin, stdout, stderr)):
@@ -182,7 +184,7 @@ class Sandbox:
                     raise SandboxError(f"invalid stdio {spec!r}: use hutch.PIPE, "
                                        "hutch.DEVNULL, None, an fd or a file",
                                        errno.EINVAL)
-            return self._exec(args, theirs, ours, env, cwd, user)
+            return self._exec(args, theirs, ours, env, cwd, user, started)
         except BaseException:
             for f in ours:
                 if f is not None:
@@ -192,7 +194,7 @@ class Sandbox:
             for fd in opened:
                 os.close(fd)
 
-    def _exec(self, args, stdio, ours, env, cwd, user):
+    def _exec(self, args, stdio, ours, env, cwd, user, started):
         from ..container import exec as E
         from ..container.plan import ProcessPlan
         from .process import RunGroup
@@ -222,7 +224,7 @@ class Sandbox:
             if group is not None:
                 group.remove()
             raise _error(e) from None
-        p = Process(args, pid, group, *ours, oom_count=count)
+        p = Process(args, pid, group, *ours, oom_count=count, started=started)
         with self._lock:
             self._live.add(p)
         p._forget = self._live.discard

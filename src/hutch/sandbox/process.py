@@ -119,14 +119,15 @@ class Process:
     PIPE), ``wait``, ``communicate``, ``poll``, ``kill``, ``terminate``,
     ``send_signal``, ``returncode``."""
 
-    def __init__(self, args, pid, group, stdin, stdout, stderr, oom_count=None):
+    def __init__(self, args, pid, group, stdin, stdout, stderr, oom_count=None,
+                 started=None):
         self.args, self.pid, self._group = args, pid, group
         self.stdin, self.stdout, self.stderr = stdin, stdout, stderr
         self.returncode = None
         self.killed_at_timeout = False
         self._pidfd = os.pidfd_open(pid)
         self._oom_count = oom_count      # (read(), count before), or None
-        self._start = time.monotonic()
+        self._start = started if started is not None else time.monotonic()
         self.duration = None
         import threading
         self._reaping = threading.Lock()     # one reap, whichever thread waits
