@@ -91,7 +91,7 @@ def capabilities(add=(), drop=()):
     add = [norm(c) for c in add]
     caps = [] if "ALL" in drop else [c for c in DEFAULT_CAPS if c not in drop]
     if "ALL" in add:
-        add = [C.NAMES[n] for n in sorted(C.NAMES)]
+        add = list(C.NAMES)
     for c in add:
         if c not in caps:
             caps.append(c)
