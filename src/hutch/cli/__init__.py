@@ -9,7 +9,7 @@ from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
          "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
-         "enter", "checkpoint", "restore", "migrate", "receive")
+         "enter", "checkpoint", "restore", "migrate", "receive", "wait", "logs")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
            "enter": "enter"}
@@ -47,7 +47,9 @@ commands:
   enter     run a command in the namespaces of any process (like nsenter)
   spec      write a starter config.json
   features  print the OCI features hutch supports
-  sandbox   run a command in a throw-away container (no image needed)
+  sandbox   run a command in a throw-away container (no image needed); -d detaches
+  wait      wait until a detached sandbox stops; exit with its exit code
+  logs      print a detached sandbox's output and syslog
 
 global options:
   --root DIR          state directory (default /run/hutch, or $XDG_RUNTIME_DIR/hutch)

@@ -27,6 +27,12 @@ options:
   --seccomp PROFILE       default, unconfined, or an OCI seccomp JSON file
   --cap-add CAP           add a capability (repeatable; ALL)
   --cap-drop CAP          drop a capability (repeatable; ALL)
+  -d, --detach            run it in the background and print its id; a keeper
+                          process logs its stdout, stderr and /dev/log (hutch
+                          logs), records its exit code (hutch wait) and goes
+                          with `hutch delete`
+  --log-max-size SIZE     rotate the log at SIZE (default 10m)
+  --log-max-files N       keep N log files, the rotated ones gzipped (default 5)
 """
 
 from . import args
@@ -41,7 +47,9 @@ SPEC = {"--rootfs": ("rootfs", "str"), "-v": ("volume", "list"),
         "--pids-limit": ("pids", "int"), "--timeout": ("timeout", "str"),
         "--user": ("user", "str"), "-u": ("user", "str"),
         "--rootless": ("rootless", "bool"), "--seccomp": ("seccomp", "str"),
-        "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list")}
+        "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list"),
+        "-d": ("detach", "bool"), "--detach": ("detach", "bool"),
+        "--log-max-size": ("log_max_size", "str"), "--log-max-files": ("log_max_files", "int")}
 
 
 def parse_volume(v):
@@ -82,11 +90,39 @@ def run(g, argv):
     g.check_cgroup_driver()
     rootless = True if o["rootless"] else (None if not g.is_rootless() else True)
     workdir = o["workdir"] or (_workdir() if not o["rootfs"] else "/")
-    s = Settings(rootfs=o["rootfs"], volumes=[parse_volume(v) for v in o["volume"]],
-                 env=o["env"], workdir=workdir, hostname=o["hostname"] or "sandbox",
-                 memory=o["memory"], memory_swap=o["memory_swap"], cpus=o["cpus"],
-                 cpuset_cpus=o["cpuset_cpus"], pids=o["pids"],
-                 network=o["network"] or "none", user=o["user"], rootless=rootless,
-                 seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
-                 cap_drop=o["cap_drop"])
+    kw = dict(rootfs=o["rootfs"], volumes=[parse_volume(v) for v in o["volume"]],
+              env=o["env"], workdir=workdir, hostname=o["hostname"] or "sandbox",
+              memory=o["memory"], memory_swap=o["memory_swap"], cpus=o["cpus"],
+              cpuset_cpus=o["cpuset_cpus"], pids=o["pids"],
+              network=o["network"] or "none", user=o["user"], rootless=rootless,
+              seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
+              cap_drop=o["cap_drop"])
+    s = Settings(**kw)
+    if o["detach"]:
+        return _detach(g, s, kw, cmd, o, timeout)
     return run_foreground(s, cmd, g.root, o["name"], timeout)
+
+
+def _detach(g, s, kw, cmd, o, timeout):
+    import os
+    from ..container.record import default_root, validate_id
+    from ..errors import HutchError
+    from ..keeper.launch import start
+    from ..sandbox.config import INIT_PATH, parse_size
+    if timeout is not None:
+        raise HutchError("sandbox: --timeout is for the foreground; a detached "
+                         "sandbox runs until `hutch kill` or `hutch delete`")
+    cid = o["name"] or f"sandbox-{os.urandom(6).hex()}"
+    validate_id(cid)
+    log = {}
+    if o["log_max_size"] is not None:
+        log["max_size"] = parse_size(o["log_max_size"], "--log-max-size")
+    if o["log_max_files"] is not None:
+        if o["log_max_files"] < 1:
+            raise HutchError("--log-max-files must be at least 1")
+        log["max_files"] = o["log_max_files"]
+    kw = dict(kw, volumes=[list(v) for v in s.volumes])
+    start({"root": g.root or default_root(), "id": cid, "settings": kw,
+           "init": [INIT_PATH, "--"], "args": cmd, "log": log})
+    print(cid)
+    return 0

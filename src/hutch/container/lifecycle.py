@@ -193,6 +193,18 @@ def state(root, cid):
     st = cdir.oci_state()
     if cdir.data.creating and not _locked(cdir):
         st["status"] = "stopped"        # its creator died part-way
+    for entry in cdir.data.get("attachments") or ():
+        # an attachment may say how it is (the keeper: running or gone, and the
+        # exit code it recorded); containers without attachments import nothing
+        from . import attach
+        try:
+            cls = attach.resolve(entry["kind"])
+        except HutchError:
+            continue
+        more = getattr(cls, "annotations", None)
+        if more is not None:
+            st["annotations"] = dict(st.get("annotations") or {},
+                                     **more(cdir.path, entry.get("data")))
     return st
 
 

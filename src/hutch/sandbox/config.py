@@ -188,7 +188,7 @@ class Settings:
         return bool(self.resources())
 
     # --- the OCI config -----------------------------------------------------------
-    def config(self, args, state_root, cwd=None, extra_env=()):
+    def config(self, args, state_root, cwd=None, extra_env=(), extra_mounts=()):
         """The OCI config of a sandbox whose init runs ``args`` (``state_root``:
         hutch's --root, where the skeleton of the host's view is kept)."""
         env = [ENV_PATH, "HOME=/root" if self.uid == 0 else "HOME=/",
@@ -218,6 +218,7 @@ class Settings:
             mounts.append({"destination": dst, "type": "bind", "source": src,
                            "options": ["rbind", "nosuid", "nodev"] +
                                       (["ro"] if ro else [])})
+        mounts.extend(extra_mounts)
         caps = list(self.caps)
         namespaces = ["pid", "ipc", "uts", "mount"]
         if self.network != "host":

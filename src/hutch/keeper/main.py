@@ -1,0 +1,245 @@
+"""The keeper process of a detached front-door container (`hutch sandbox -d`).
+
+It is started by :mod:`.launch` (double fork, new session, re-executed from the
+read-only interpreter clone) and then, in this order:
+
+1. becomes a child subreaper and makes the container itself, through the
+   library's core, with its own pipes as the container's stdout and stderr and
+   itself recorded as the container's attachment (:mod:`.attach`): the init is
+   its child, so it learns the exit status, as conmon does;
+2. tells the command that started it the container's id, and is on its own;
+3. serves until the container has stopped and its output is drained: the
+   pipes go into the CRI log (:mod:`.logfile`), datagrams on the container's
+   /dev/log into the same log as stream ``syslog``, requests on the control
+   socket ("status", "stop"), and the init's exit into ``exit-code``.
+
+It is not in the container's cgroups (pause does not freeze it, the limits do
+not count it) and not in its namespaces.  If it dies, the container runs on;
+its writers then get EPIPE, and `hutch state` says the keeper is gone.
+"""
+
+import os
+
+from ..process import channel
+
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+         "from hutch.keeper.main import serve; serve(int(sys.argv[2]))")
+
+QUIET = 0.1         # s: a partial line is written as such after this long
+
+
+def serve(sock):
+    """The keeper's main: its spec comes over ``sock`` from :mod:`.launch`."""
+    os.set_inheritable(sock, False)
+    spec = channel.recv(sock)
+    if spec is None:
+        os._exit(0)
+    try:
+        k = _Keeper(spec)
+        k.make()
+    except BaseException as e:      # noqa: BLE001 - reported to the command
+        channel.send(sock, {"t": "error", "msg": str(e),
+                            "errno": getattr(e, "errno", None)})
+        os._exit(1)
+    channel.send(sock, {"t": "ready", "id": k.cid, "pid": k.init})
+    os.close(sock)
+    try:
+        k.loop()
+    finally:
+        k.close()
+    os._exit(0)
+
+
+class _Keeper:
+    def __init__(self, spec):
+        self.spec = spec
+        self.root, self.cid = spec["root"], spec["id"]
+        self.state_dir = os.path.join(self.root, self.cid)
+        from .attach import keeper_dir
+        self.dir = keeper_dir(self.state_dir)
+        self.writer = self.devlog = self.control = None
+        self.pipes = {}         # fd -> stream name
+        self.init = self.init_fd = None
+        self.stopping = False
+
+    # --- making the container ------------------------------------------------------
+    def make(self):
+        import _signal as signal
+        from ..container.create import CreateOptions, create
+        from ..container.lifecycle import delete, start
+        from ..linux import kernel as K
+        from ..sandbox.config import Settings
+        from ..spec.config import parse_config
+        from .attach import Keeper
+        for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+            signal.signal(s, signal.SIG_IGN)
+        K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
+        spec = self.spec
+        settings = Settings(**spec["settings"])
+        devlog = os.path.join(self.dir, "dev-log")
+        mounts = [{"destination": "/dev/log", "type": "bind", "source": devlog,
+                   "options": ["bind", "nosuid", "nodev", "noexec"]}]
+        cfg = parse_config(settings.config(spec["init"] + spec["args"], self.root,
+                                           extra_mounts=mounts), "sandbox")
+        null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
+        out_r, out_w = os.pipe2(os.O_CLOEXEC)
+        err_r, err_w = os.pipe2(os.O_CLOEXEC)
+        self.pipes = {out_r: "stdout", err_r: "stderr"}
+        try:
+            rec = create(self.root, self.cid, "/", CreateOptions(
+                rootless=settings.rootless, stdio=(null, out_w, err_w),
+                attachments=[Keeper(self._attached)]), cfg=cfg)
+        finally:
+            for fd in (null, out_w, err_w):
+                os.close(fd)
+        self.init = rec.pid
+        try:
+            start(self.root, self.cid)
+        except BaseException:
+            delete(self.root, self.cid, force=True)
+            raise
+        self.init_fd = os.pidfd_open(self.init)
+
+    def _attached(self, state_dir):
+        """In create, once the state directory exists: the keeper's files."""
+        import _socket
+        from ..container.record import proc_stat
+        from .logfile import LogWriter
+        os.mkdir(self.dir, 0o711)
+        me = os.getpid()
+        with open(os.path.join(self.dir, "pid"), "w") as f:
+            f.write(f"{me} {proc_stat(me)[1]}\n")
+        log = self.spec.get("log") or {}
+        self.writer = LogWriter(os.path.join(self.dir, "container.log"),
+                                max_size=log.get("max_size", 10 << 20),
+                                max_files=log.get("max_files", 5))
+        d = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+        path = os.path.join(self.dir, "dev-log")
+        d.bind(path)
+        os.chmod(path, 0o666)       # any user in the container may log
+        d.setblocking(False)
+        self.devlog = d
+        c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+        path = os.path.join(self.dir, "control.sock")
+        c.bind(path)
+        os.chmod(path, 0o600)
+        c.listen(8)
+        c.setblocking(False)
+        self.control = c
+
+    # --- serving ------------------------------------------------------------------
+    def loop(self):
+        import select
+        import time
+        poller = select.poll()
+        for fd in self.pipes:
+            poller.register(fd, select.POLLIN)
+        poller.register(self.devlog.fileno(), select.POLLIN)
+        poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.init_fd, select.POLLIN)
+        last = time.monotonic()
+        exited_at = None
+        while not self.stopping:
+            if exited_at is not None and (not self.pipes or
+                                          time.monotonic() - exited_at > 2.0):
+                break       # stopped, and what it wrote is in the log
+            events = poller.poll(QUIET * 1000)
+            if not events:
+                self.writer.flush_partials()
+                continue
+            for fd, _ev in events:
+                if fd in self.pipes:
+                    data = os.read(fd, 65536)
+                    if data:
+                        self.writer.write(self.pipes[fd], data)
+                        last = time.monotonic()
+                    else:
+                        poller.unregister(fd)
+                        os.close(fd)
+                        del self.pipes[fd]
+                elif fd == self.devlog.fileno():
+                    self._syslog()
+                elif fd == self.control.fileno():
+                    self._request()
+                elif fd == self.init_fd:
+                    poller.unregister(fd)
+                    self._exited()
+                    exited_at = time.monotonic()
+            if time.monotonic() - last > QUIET:
+                self.writer.flush_partials()
+
+    def _syslog(self):
+        from .syslog import parse
+        while True:
+            try:
+                data = self.devlog.recv(65536)
+            except BlockingIOError:
+                return
+            facility, severity, tag, text = parse(data)
+            self.writer.syslog(facility, severity, f"{tag}: {text}" if tag else text)
+
+    def _request(self):
+        from .. import jsonlite
+        try:
+            conn, _ = self.control.accept()
+        except BlockingIOError:
+            return
+        try:
+            conn.settimeout(1.0)
+            line = b""
+            while not line.endswith(b"\n"):
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                line += chunk
+            msg = jsonlite.loads(line.decode()) if line.strip() else {}
+            if msg.get("t") == "stop":
+                self.stopping = True
+                reply = {"t": "ok"}
+            elif msg.get("t") == "status":
+                reply = {"t": "status", "pid": os.getpid(), "init": self.init,
+                         "running": self.init_fd is not None}
+            else:
+                reply = {"t": "error", "msg": f"unknown request {msg.get('t')!r}"}
+            conn.sendall(jsonlite.dumps(reply).encode() + b"\n")
+        except (OSError, ValueError):
+            pass
+        finally:
+            conn.close()
+
+    def _exited(self):
+        """The init exited: its status (128+N for signal N) goes to exit-code."""
+        from ..container.record import write_atomic
+        try:
+            _, status = os.waitpid(self.init, 0)
+            code = os.waitstatus_to_exitcode(status)
+            code = code if code >= 0 else 128 - code
+        except ChildProcessError:
+            code = 255      # reaped by someone else: unknown
+        try:
+            write_atomic(os.path.join(self.dir, "exit-code"), f"{code}\n")
+        except OSError:
+            pass        # a delete removes the directory meanwhile
+        os.close(self.init_fd)
+        self.init_fd = None
+
+    def close(self):
+        if self.writer is not None:
+            for fd in list(self.pipes):         # what is left, without waiting
+                os.set_blocking(fd, False)
+                while True:
+                    try:
+                        data = os.read(fd, 65536)
+                    except BlockingIOError:
+                        break
+                    if not data:
+                        break
+                    self.writer.write(self.pipes[fd], data)
+            self.writer.close()
+        for s in (self.devlog, self.control):
+            if s is not None:
+                s.close()
+        try:
+            os.unlink(os.path.join(self.dir, "control.sock"))
+        except OSError:
+            pass
