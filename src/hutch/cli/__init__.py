@@ -140,9 +140,13 @@ def main(argv=None):
         verb = ALIASES.get(rest[0], rest[0])
         if verb not in VERBS:
             raise args.Usage(f"unknown command {rest[0]!r}; see hutch --help")
-        if verb in GUARDED:
+        detached_sandbox = verb == "sandbox" and any(
+            a in ("-d", "--detach") for a in rest[1:rest.index("--")
+                                                    if "--" in rest else None])
+        if verb in GUARDED and not detached_sandbox:
             # start the process that will enter the container now, so that its
-            # interpreter boots while this one reads the config (process/helper.py)
+            # interpreter boots while this one reads the config (process/helper.py);
+            # not for `sandbox -d`, whose keeper makes the container
             from ..process import helper
             helper.prestart(GUARDED[verb])
         mod = __import__(f"hutch.cli.{verb}", fromlist=("run",))

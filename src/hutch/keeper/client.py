@@ -66,22 +66,22 @@ def logs(root, cid, follow=False, tail=None, since=None, timestamps=False,
         raise HutchError(f"logs: container {cid} has no log yet", errno.ENOENT)
     since_ns = L.parse_since(since, time.time_ns()) if since else None
     out = out if out is not None else os.fdopen(os.dup(1), "wb")
-    render = L.format_json if fmt == "json" else L.format_text
+    lines = L.iter_json if fmt == "json" else L.iter_text
     try:
-        if tail is not None:
-            records = L.tail(path, tail)
-            if since_ns is not None:
-                records = [r for r in records if r[0] >= since_ns]
-        else:
-            records = L.read_records(path, since_ns)
-        offset = os.path.getsize(path)
-        out.write(render(records, timestamps=timestamps, streams=streams))
-        out.flush()
         if follow:
             def stopped():
                 return not _alive(data) and cdir.data.pidfd() is None
-            for rec in L.follow(path, stopped, offset=offset):
-                out.write(render([rec], timestamps=timestamps, streams=streams))
+            # the old records first, then what comes, with no gap between them
+            records = L.follow(path, stopped, history="all" if tail is None else tail,
+                               since_ns=since_ns)
+        elif tail is not None:
+            records = [r for r in L.tail(path, tail)
+                       if since_ns is None or r[0] >= since_ns]
+        else:
+            records = L.read_records(path, since_ns)
+        for line in lines(records, timestamps=timestamps, streams=streams):
+            out.write(line)
+            if follow:
                 out.flush()
     except BrokenPipeError:
         pass

@@ -31,6 +31,8 @@ QUIET = 0.1         # s: a partial line is written as such after this long
 def serve(sock):
     """The keeper's main: its spec comes over ``sock`` from :mod:`.launch`."""
     os.set_inheritable(sock, False)
+    from ..process import helper
+    helper.prestart("create")       # it boots while the keeper reads its spec
     spec = channel.recv(sock)
     if spec is None:
         os._exit(0)
@@ -176,7 +178,7 @@ class _Keeper:
             except BlockingIOError:
                 return
             facility, severity, tag, text = parse(data)
-            self.writer.syslog(facility, severity, f"{tag}: {text}" if tag else text)
+            self.writer.syslog(facility, severity, text, tag=tag)
 
     def _request(self):
         from .. import jsonlite
