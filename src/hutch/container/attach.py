@@ -60,11 +60,15 @@ class Context:
     it is gone), the state root, the bundle, the parsed config (None in an undo
     run by a later command) and the record."""
 
-    __slots__ = ("cid", "pid", "root", "bundle", "cfg", "record")
+    __slots__ = ("cid", "pid", "root", "bundle", "cfg", "record", "mounts")
 
     def __init__(self, cid, pid, root, bundle, cfg, record):
         self.cid, self.pid, self.root, self.bundle = cid, pid, root, bundle
         self.cfg, self.record = cfg, record
+        # (host path, destination): read-only binds an attachment asks for (the
+        # keeper's views); made in the container after its config's mounts, from
+        # clones of the host's mounts (they may be newer than the init's namespace)
+        self.mounts = []
 
 
 def attach_all(attachments, ctx, save):

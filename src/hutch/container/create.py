@@ -203,6 +203,7 @@ class _Build:
         ctx = attach.Context(self.rec.id, pid, self.root, self.bundle, self.cfg,
                              self.rec)
         attach.attach_all(self.o.attachments, ctx, self.cdir.save)
+        return ctx.mounts
 
     def _hooks_state(self, pid, as_json=True):
         cfg = self.cfg

@@ -193,10 +193,13 @@ def stage2(plan, sock):
     if msg is None:
         os._exit(1)
     hostpid = msg["pid"]
-    if msg.get("sources"):
-        # bind sources the hutch command opened in this mount namespace for us
-        plan["source_fds"] = dict(zip(msg["sources"],
-                                      channel.recv_fds(sock, len(msg["sources"]))))
+    srcs, attached = msg.get("sources") or [], msg.get("attached") or []
+    if srcs or attached:
+        fds = channel.recv_fds(sock, len(srcs) + len(attached))
+        # bind sources the hutch command opened in this mount namespace for us,
+        # and clones of mounts an attachment asked for
+        plan["source_fds"] = dict(zip(srcs, fds[:len(srcs)]))
+        plan["attached_fds"] = list(zip(attached, fds[len(srcs):]))
     k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
     k.setsid()
     finalize.set_rlimits(proc["rlimits"])
@@ -212,6 +215,7 @@ def stage2(plan, sock):
         for fd in (plan.pop("source_fds", None) or {}).values():
             os.close(fd)        # host directories: not one is kept past the mounts
         rf.make_devices()
+        rf.mount_attached()
     if plan["loopback"]:
         from ..network import loopback_up
         loopback_up(k)

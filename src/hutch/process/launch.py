@@ -77,18 +77,19 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None,
             elif t == "pid":
                 c2 = msg["pid"]
                 debug(f"child process in init(): the container's init is pid {c2}")
-                if on_namespaces is not None:
-                    on_namespaces(c2)
+                extra = on_namespaces(c2) if on_namespaces is not None else None
                 srcs = _bind_sources(plan) if plan["new_user"] and \
                     plan["new_mountns"] else []
                 opened = _open_in_mount_ns(c2, srcs) if srcs else []
+                clones = _clone_mounts(extra) if extra and plan["new_mountns"] else []
                 try:
                     channel.send(psock, {"t": "go", "pid": c2,
-                                         "sources": [s for s, _ in opened]})
-                    if opened:
-                        channel.send_fds(psock, [fd for _, fd in opened])
+                                         "sources": [s for s, _ in opened],
+                                         "attached": [d for d, _ in clones]})
+                    if opened or clones:
+                        channel.send_fds(psock, [fd for _, fd in opened + clones])
                 finally:
-                    for _, fd in opened:
+                    for _, fd in opened + clones:
                         os.close(fd)
                 # while the init builds its rootfs: stage1 is reaped and the pid
                 # recorded (the init cannot outlive this command before it is
@@ -178,6 +179,25 @@ def _open_in_mount_ns(pid, sources):
                 pass
     finally:
         os.close(root)
+    return out
+
+
+def _clone_mounts(mounts):
+    """Detached clones, made in this command's mount namespace, of the host paths
+    attachments asked to have bound into the container: [(destination, fd)].
+    The init attaches each in its own namespace (a clone may come from a mount
+    made after the init's namespace was copied, such as the keeper's views)."""
+    k = kernel()
+    out = []
+    try:
+        for src, dest in mounts:
+            out.append((dest, k.open_tree(K.AT_FDCWD, src, K.OPEN_TREE_CLONE |
+                                          K.OPEN_TREE_CLOEXEC,
+                                          what=f"clone {src} for {dest}")))
+    except BaseException:
+        for _, fd in out:
+            os.close(fd)
+        raise
     return out
 
 

@@ -83,6 +83,27 @@ class Rootfs:
         for m in self.plan["mounts"]:
             self.mount_one(m)
 
+    def mount_attached(self):
+        """The mounts attachments asked for (detached clones, received ready):
+        each goes on its destination read-only, nosuid, nodev and noexec, after
+        the config's own mounts (so over a file of the container's /proc)."""
+        k = self.k
+        for dest, fd in self.plan.pop("attached_fds", None) or ():
+            what = f"mount the attachment's {dest}"
+            try:
+                tfd = ensure_target(k, self.rootfd, dest,
+                                    stat.S_ISDIR(os.fstat(fd).st_mode))
+                try:
+                    o = M.parse_options(["ro", "nosuid", "nodev", "noexec"], "bind")
+                    M.set_attrs(k, fd, o, what)
+                    M.attach(k, fd, tfd, o, what)
+                finally:
+                    os.close(tfd)
+            except OSError as e:
+                raise HutchError.from_os(what, e) from None
+            finally:
+                os.close(fd)
+
     def mount_one(self, m):
         k = self.k
         dest, fstype, src, opts = m["destination"], m["type"] or "", m["source"], m["options"]
