@@ -164,7 +164,7 @@ def test_big_file_reads_fully(fs):
 def test_stat(fs):
     st = os.stat(fs.path("text"))
     assert stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o440
-    assert (st.st_uid, st.st_gid, st.st_nlink, st.st_size) == (1234, 4321, 1, 0)
+    assert (st.st_uid, st.st_gid, st.st_nlink, st.st_size) == (1234, 4321, 1, 1 << 20)
     assert abs(st.st_mtime - time.time()) < 5
     root = os.stat(fs.dir)
     assert stat.S_ISDIR(root.st_mode) and stat.S_IMODE(root.st_mode) == 0o555
@@ -342,9 +342,16 @@ def test_latency_open_read_close(fs):
 
 
 def test_tools(fs, tmp_path):
-    """cat reads, cp copies (coreutils falls back to read() for a size-0 file)."""
+    """cat reads, cp copies, busybox's cat (sendfile) and shutil.copyfile
+    (sendfile) too: the nominal size lets splice read to the real end."""
+    import shutil
     cat = subprocess.run(["cat", fs.path("big")], capture_output=True, check=True)
     assert cat.stdout == BIG
+    bb = subprocess.run(["busybox", "cat", fs.path("big")], capture_output=True,
+                        check=True)
+    assert bb.stdout == BIG
+    shutil.copyfile(fs.path("text"), tmp_path / "copy")
+    assert (tmp_path / "copy").read_bytes() == open(fs.path("text"), "rb").read()
     subprocess.run(["cp", fs.path("big"), tmp_path / "big"], check=True)
     assert (tmp_path / "big").read_bytes() == BIG
     tail = subprocess.run(["tail", "-n", "2", fs.path("text")], capture_output=True,

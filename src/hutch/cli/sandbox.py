@@ -27,6 +27,9 @@ options:
   --seccomp PROFILE       default, unconfined, or an OCI seccomp JSON file
   --cap-add CAP           add a capability (repeatable; ALL)
   --cap-drop CAP          drop a capability (repeatable; ALL)
+  --proc virtual|host     /proc and /sys that show the sandbox's own limits
+                          (meminfo, cpuinfo, stat, uptime, loadavg, cpu online...),
+                          served by a keeper; the default when a limit is set
   -d, --detach            run it in the background and print its id; a keeper
                           process logs its stdout, stderr and /dev/log (hutch
                           logs), records its exit code (hutch wait) and goes
@@ -49,6 +52,7 @@ SPEC = {"--rootfs": ("rootfs", "str"), "-v": ("volume", "list"),
         "--rootless": ("rootless", "bool"), "--seccomp": ("seccomp", "str"),
         "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list"),
         "-d": ("detach", "bool"), "--detach": ("detach", "bool"),
+        "--proc": ("proc", "str"),
         "--log-max-size": ("log_max_size", "str"), "--log-max-files": ("log_max_files", "int")}
 
 
@@ -96,11 +100,16 @@ def run(g, argv):
               cpuset_cpus=o["cpuset_cpus"], pids=o["pids"],
               network=o["network"] or "none", user=o["user"], rootless=rootless,
               seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
-              cap_drop=o["cap_drop"])
+              cap_drop=o["cap_drop"], proc=o["proc"])
     s = Settings(**kw)
     if o["detach"]:
         return _detach(g, s, kw, cmd, o, timeout)
-    return run_foreground(s, cmd, g.root, o["name"], timeout)
+    views_helper = None
+    if s.views:
+        # the keeper boots while the config is built and the container made
+        from ..process.helper import Helper
+        views_helper = Helper.start(kind="keeper")
+    return run_foreground(s, cmd, g.root, o["name"], timeout, views_helper)
 
 
 def _detach(g, s, kw, cmd, o, timeout):

@@ -54,6 +54,15 @@ def _create(root, cid, bundle, o, cfg):
     if cfg is None:
         cfg = P.load(bundle)
     rootless = is_rootless() if o.rootless is None else o.rootless
+    proc = (cfg.annotations or {}).get("org.hutch.proc")
+    if proc not in (None, "host", "virtual"):
+        raise ConfigError(f"config.json: annotations: org.hutch.proc is 'virtual' or "
+                          f"'host', not {proc!r}", errno.EINVAL)
+    if proc == "virtual" and not any(getattr(a, "kind", "") ==
+                                     "hutch.keeper.attach:Views" for a in o.attachments):
+        # the container's own /proc and /sys views, for any engine's container
+        from ..keeper.attach import Views
+        o.attachments = tuple(o.attachments) + (Views(),)
     if rootless and not cfg.new_ns("user") and not cfg.has_ns("user"):
         raise ConfigError("config.json: linux.namespaces: rootless containers need a "
                           "user namespace (hutch spec --rootless writes one)", errno.EPERM)

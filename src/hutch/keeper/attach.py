@@ -23,6 +23,25 @@ def keeper_dir(state_dir):
     return os.path.join(state_dir, "keeper")
 
 
+class unix_path:
+    """A unix socket's path short enough for sockaddr_un (108 bytes): itself, or
+    its name through /proc/self/fd of its directory (a deep --root)."""
+
+    def __init__(self, path):
+        self.path, self.fd = path, -1
+
+    def __enter__(self):
+        if len(self.path.encode()) < 100:
+            return self.path
+        d, name = os.path.split(self.path)
+        self.fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.fd}/{name}"
+
+    def __exit__(self, *exc):
+        if self.fd >= 0:
+            os.close(self.fd)
+
+
 class Keeper:
     """The attachment the keeper process passes to its own `create`: its
     ``attach`` runs in the keeper, once the init has its namespaces and before
@@ -31,12 +50,12 @@ class Keeper:
     kind = KIND
 
     def __init__(self, on_attach):
-        self._on_attach = on_attach     # called with the state directory
+        self._on_attach = on_attach     # called with the state directory and ctx
 
     def attach(self, ctx):
         from ..container.record import proc_stat
         state_dir = os.path.join(ctx.root, ctx.cid)
-        self._on_attach(state_dir)
+        self._on_attach(state_dir, ctx)
         me = os.getpid()
         return {"pid": me, "starttime": proc_stat(me)[1]}
 
@@ -50,9 +69,10 @@ class Keeper:
             data = _read_pid(d)
             if data is None:
                 return
-        if data["pid"] == os.getpid():
-            return      # the keeper's own create failed: it exits by itself
-        stop(d, data["pid"], data["starttime"])
+        if data["pid"] != os.getpid():      # else its own create failed: it exits
+            stop(d, data["pid"], data["starttime"])
+        from .viewsvc import unmount_left
+        unmount_left(d)
 
     @staticmethod
     def annotations(state_dir, data):
@@ -67,6 +87,8 @@ class Keeper:
                 alive = True
                 os.close(fd)
         out["org.hutch.keeper"] = "running" if alive else "gone"
+        if os.path.isdir(os.path.join(keeper_dir(state_dir), "views")):
+            out["org.hutch.proc"] = "virtual"
         code = exit_code(state_dir)
         if code is not None:
             out["org.hutch.exit-code"] = str(code)
@@ -110,7 +132,8 @@ def request(d, msg, timeout=3.0):
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     s.settimeout(timeout)
     try:
-        s.connect(os.path.join(d, "control.sock"))
+        with unix_path(os.path.join(d, "control.sock")) as path:
+            s.connect(path)
         s.sendall(jsonlite.dumps(msg).encode() + b"\n")
         buf = b""
         while not buf.endswith(b"\n"):
@@ -133,3 +156,77 @@ def _read_pid(d):
         return {"pid": int(pid), "starttime": int(start)}
     except (OSError, ValueError):
         return None
+
+
+VIEWS_KIND = "hutch.keeper.attach:Views"
+
+
+class Views:
+    """The attachment that gives a container its own /proc and /sys views
+    (meminfo, cpuinfo, stat, uptime, loadavg, diskstats, swaps, and the cpu
+    online/present/possible lists): a keeper process serves them over FUSE and
+    create binds them over the container's files.  ``helper``: a keeper
+    started ahead (a :class:`hutch.process.helper.Helper` of kind "keeper"),
+    else one is started here."""
+
+    kind = VIEWS_KIND
+
+    def __init__(self, helper=None):
+        self.helper = helper
+
+    def attach(self, ctx):
+        from ..process import channel
+        from ..process.helper import Helper
+        if not ctx.record.cgroup_paths:
+            raise HutchError("the /proc and /sys views need the container's cgroup, "
+                             "and it has none (rootless without a delegated cgroup "
+                             "tree)", errno.EOPNOTSUPP)
+        h, self.helper = self.helper or Helper.start(kind="keeper"), None
+        try:
+            channel.send(h.sock, {"t": "views", "init_pid": ctx.pid,
+                                  "dir": keeper_dir(os.path.join(ctx.root, ctx.cid)),
+                                  "cgroup_paths": ctx.record.cgroup_paths})
+            msg = channel.recv(h.sock)
+        except OSError as e:
+            msg = {"t": "error", "msg": f"talk to the keeper: {e.strerror}",
+                   "errno": e.errno}
+        finally:
+            os.close(h.sock)
+            h.sock = -1
+        if msg is None or msg.get("t") != "ready":
+            _reap(h.pid)
+            msg = msg or {"msg": "the keeper exited before it served the views"}
+            raise HutchError(msg["msg"], msg.get("errno"))
+        ctx.mounts.extend(tuple(m) for m in msg["mounts"])
+        return {"pid": msg["pid"], "starttime": msg["starttime"]}
+
+    @staticmethod
+    def detach(ctx, data):
+        from .viewsvc import unmount_left
+        d = keeper_dir(os.path.join(ctx.root, ctx.cid))
+        if data is None:
+            data = _read_pid(d)
+        if data is not None and data["pid"] != os.getpid():
+            stop(d, data["pid"], data["starttime"])
+            _reap(data["pid"])
+        unmount_left(d)
+
+    @staticmethod
+    def annotations(state_dir, data):
+        from ..container.record import pidfd
+        alive = False
+        if data:
+            fd = pidfd(data["pid"], data["starttime"])
+            if fd is not None:
+                alive = True
+                os.close(fd)
+        return {"org.hutch.proc": "virtual",
+                "org.hutch.keeper": "running" if alive else "gone"}
+
+
+def _reap(pid):
+    """A keeper that was this process's child (a helper) is reaped once gone."""
+    try:
+        os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:
+        pass

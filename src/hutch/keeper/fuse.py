@@ -13,11 +13,11 @@ fusermount and no third-party package.
 What it serves is a flat directory of read-only files.  Each file's content is
 made by its generator when the file is opened, and that snapshot is what reads
 of that open file see (so ``pread`` at any offset is consistent, as with /proc).
-Files are opened with FOPEN_DIRECT_IO, so the page cache is bypassed and a size
-of 0 in ``stat`` does not stop read(2).  It does stop splice(2) and sendfile(2),
-which read through the page cache (Python's shutil.copyfile copies nothing;
-coreutils' cp falls back to read).  A generator that raises fails that open
-with EIO; the server serves on.
+Files are opened with FOPEN_DIRECT_IO, so the page cache is bypassed: read(2)
+goes on until a short read, whatever ``stat`` says.  splice(2) and sendfile(2)
+(busybox's cat uses sendfile) stop at the size, so a file claims a nominal size
+(NOMINAL_SIZE, 1 MiB) rather than /proc's 0: they then read to the real end.  A
+generator that raises fails that open with EIO; the server serves on.
 
 The layouts below are those of <linux/fuse.h> (protocol 7.31), in host byte
 order with no implicit padding.  Requests are answered one at a time, in order.
@@ -63,6 +63,7 @@ OPENDIR, READDIR, RELEASEDIR, ACCESS, INTERRUPT, DESTROY, BATCH_FORGET = \
 KERNEL_MAJOR, KERNEL_MINOR = 7, 31
 ROOT_ID = 1
 FOPEN_DIRECT_IO = 1
+NOMINAL_SIZE = 1 << 20    # see the docstring: splice and sendfile stop at the size
 MAX_WRITE = 131072
 BUFSIZE = 1 << 20         # the kernel fails a read smaller than max_write + headers
 VALID = 1                 # s: how long the kernel may cache names and attributes
@@ -198,7 +199,8 @@ class FuseServer:
         else:
             raise _Fail(errno.ENOENT)
         sec, nsec = divmod(time.time_ns(), 1_000_000_000)
-        return (nodeid, 0, 0, sec, sec, sec, nsec, nsec, nsec, mode, nlink,
+        size = NOMINAL_SIZE if mode & stat.S_IFREG else 0
+        return (nodeid, size, 0, sec, sec, sec, nsec, nsec, nsec, mode, nlink,
                 self.uid, self.gid, 0, 4096, 0)
 
     # --- the operations: (nodeid, arg) -> buffers, -errno or _NO_REPLY -------

@@ -63,6 +63,7 @@ class _Keeper:
         self.pipes = {}         # fd -> stream name
         self.init = self.init_fd = None
         self.stopping = False
+        self.settings = self.views = None
 
     # --- making the container ------------------------------------------------------
     def make(self):
@@ -77,7 +78,7 @@ class _Keeper:
             signal.signal(s, signal.SIG_IGN)
         K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
         spec = self.spec
-        settings = Settings(**spec["settings"])
+        settings = self.settings = Settings(**spec["settings"])
         devlog = os.path.join(self.dir, "dev-log")
         mounts = [{"destination": "/dev/log", "type": "bind", "source": devlog,
                    "options": ["bind", "nosuid", "nodev", "noexec"]}]
@@ -102,8 +103,9 @@ class _Keeper:
             raise
         self.init_fd = os.pidfd_open(self.init)
 
-    def _attached(self, state_dir):
-        """In create, once the state directory exists: the keeper's files."""
+    def _attached(self, state_dir, ctx):
+        """In create, once the state directory exists: the keeper's files, and
+        the views (served from a thread: create, in this thread, binds them)."""
         import _socket
         from ..container.record import proc_stat
         from .logfile import LogWriter
@@ -115,19 +117,20 @@ class _Keeper:
         self.writer = LogWriter(os.path.join(self.dir, "container.log"),
                                 max_size=log.get("max_size", 10 << 20),
                                 max_files=log.get("max_files", 5))
+        from .attach import unix_path
         d = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
         path = os.path.join(self.dir, "dev-log")
-        d.bind(path)
+        with unix_path(path) as short:
+            d.bind(short)
         os.chmod(path, 0o666)       # any user in the container may log
         d.setblocking(False)
         self.devlog = d
-        c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        path = os.path.join(self.dir, "control.sock")
-        c.bind(path)
-        os.chmod(path, 0o600)
-        c.listen(8)
-        c.setblocking(False)
-        self.control = c
+        self.control = _listen(os.path.join(self.dir, "control.sock"))
+        if self.settings.views:
+            from .viewsvc import ViewService
+            self.views = ViewService(self.dir, ctx.record.cgroup_paths, ctx.pid)
+            ctx.mounts.extend(self.views.start())
+            self.views.serve_in_thread()
 
     # --- serving ------------------------------------------------------------------
     def loop(self):
@@ -226,6 +229,8 @@ class _Keeper:
         self.init_fd = None
 
     def close(self):
+        if self.views is not None:
+            self.views.stop()
         if self.writer is not None:
             for fd in list(self.pipes):         # what is left, without waiting
                 os.set_blocking(fd, False)
@@ -245,3 +250,116 @@ class _Keeper:
             os.unlink(os.path.join(self.dir, "control.sock"))
         except OSError:
             pass
+
+
+# --- the keeper of a container it did not make: the views -------------------------
+def serve_views(sock):
+    """A keeper started as a helper of kind "keeper" (by :class:`.attach.Views`,
+    from `create`): it serves the container's /proc and /sys views until the
+    container's init exits or it is told to stop.  Its own session and
+    /dev/null stdio: a terminal's Ctrl-C is not for it."""
+    import select
+    import time
+    from .. import jsonlite
+    from ..container.record import proc_stat
+    from .fuse import Unmounted
+    from .viewsvc import SAMPLE_EVERY, ViewService
+    os.set_inheritable(sock, False)
+    try:
+        os.setsid()
+    except OSError:
+        pass
+    null = os.open("/dev/null", os.O_RDWR)
+    for fd in (0, 1, 2):
+        os.dup2(null, fd)
+    os.close(null)
+    msg = channel.recv(sock)
+    if msg is None or msg.get("t") != "views":
+        os._exit(0)
+    d = msg["dir"]
+    svc = None
+    try:
+        os.makedirs(d, 0o711, exist_ok=True)
+        me = os.getpid()
+        with open(os.path.join(d, "pid"), "w") as f:
+            f.write(f"{me} {proc_stat(me)[1]}\n")
+        init_fd = os.pidfd_open(msg["init_pid"])
+        svc = ViewService(d, msg["cgroup_paths"], msg["init_pid"])
+        mounts = svc.start()
+        control = _listen(os.path.join(d, "control.sock"))
+    except BaseException as e:      # noqa: BLE001 - reported to create
+        if svc is not None:
+            svc.stop()
+        channel.send(sock, {"t": "error", "msg": f"start the views: {e}",
+                            "errno": getattr(e, "errno", None)})
+        os._exit(1)
+    channel.send(sock, {"t": "ready", "pid": me, "starttime": proc_stat(me)[1],
+                        "mounts": mounts})
+    os.close(sock)
+    poller = select.poll()
+    for fd in (svc.fileno(), control.fileno(), init_fd):
+        poller.register(fd, select.POLLIN)
+    next_sample = time.monotonic()
+    stop = False
+    try:
+        while not stop:
+            now = time.monotonic()
+            if now >= next_sample:
+                svc.sample()
+                next_sample = now + SAMPLE_EVERY
+            for fd, _ev in poller.poll(max(0.0, next_sample - now) * 1000):
+                if fd == svc.fileno():
+                    while svc.serve_one():
+                        pass
+                elif fd == init_fd:
+                    stop = True         # the container stopped: nothing to serve
+                else:
+                    stop = _answer(control, jsonlite) or stop
+    except Unmounted:
+        pass
+    finally:
+        svc.stop()
+        control.close()
+        try:
+            os.unlink(os.path.join(d, "control.sock"))
+        except OSError:
+            pass
+    os._exit(0)
+
+
+def _listen(path):
+    import _socket
+    from .attach import unix_path
+    c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    with unix_path(path) as short:
+        c.bind(short)
+    os.chmod(path, 0o600)
+    c.listen(8)
+    c.setblocking(False)
+    return c
+
+
+def _answer(control, jsonlite):
+    """One request on the control socket; True if it was "stop"."""
+    try:
+        conn, _ = control.accept()
+    except BlockingIOError:
+        return False
+    stop = False
+    try:
+        conn.settimeout(1.0)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            line += chunk
+        msg = jsonlite.loads(line.decode()) if line.strip() else {}
+        stop = msg.get("t") == "stop"
+        reply = {"t": "ok"} if stop else {"t": "status", "pid": os.getpid()}
+        conn.sendall(jsonlite.dumps(reply).encode() + b"\n")
+    except (OSError, ValueError):
+        pass
+    finally:
+        conn.close()
+    return stop

@@ -209,6 +209,11 @@ class Views:
                 "Active(file)": kb("active_file"), "Inactive(file)": kb("inactive_file"),
                 "Unevictable": kb("unevictable"), "Shmem": kb("shmem")}
         out.update((k, v) for k, v in rows.items() if v is not None)
+        # the host's slab would count against the container's total in free(1)'s
+        # buff/cache: the cgroup's own (v2 memory.stat), else none
+        out["SReclaimable"] = kb("slab_reclaimable") or 0
+        out["SUnreclaim"] = kb("slab_unreclaimable") or 0
+        out["Slab"] = out["SReclaimable"] + out["SUnreclaim"]
         cache = kb("inactive_file", "active_file")
         out["MemAvailable"] = min(total, free + (cache if cache is not None else
                                                  rows["Cached"] or 0))

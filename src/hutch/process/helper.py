@@ -106,7 +106,7 @@ class Helper:
                     from ..linux import exeguard
                     exe = exeguard.guarded_exe_fd()
                 if exe is None:
-                    if kind == "zygote":
+                    if kind in ("zygote", "keeper"):
                         # nothing of the caller's but stdio: it lives on, and a
                         # library caller's other threads may hold fds (a
                         # container's lock) it must not keep (a helper keeps
@@ -233,6 +233,9 @@ def serve(sock, kind="create"):
         from . import zygote
         zygote.serve(sock)
         os._exit(0)
+    if kind == "keeper":        # the keeper of a container's views (hutch.keeper)
+        from ..keeper.main import serve_views
+        serve_views(sock)
     if kind == "enter":
         from . import enter
         enter.preload()
@@ -244,6 +247,9 @@ def serve(sock, kind="create"):
 
 def serve_booted(sock, kind):
     """:func:`serve`, its imports done."""
+    if kind == "keeper":
+        from ..keeper.main import serve_views
+        serve_views(sock)
     msg = channel.recv(sock)
     _unspread()
     prepared = None

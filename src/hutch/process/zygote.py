@@ -42,6 +42,7 @@ def _clone_parent():
 def serve(sock):
     """The zygote's main (in a helper started with kind "zygote")."""
     from . import enter, helper, init
+    from ..keeper import fuse, main, views, viewsvc  # noqa: F401  (kind "keeper")
     init.preload()
     enter.preload()
     helper._unspread()      # its helpers run on any CPU

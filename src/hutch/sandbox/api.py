@@ -44,7 +44,7 @@ class Sandbox:
                  hostname="sandbox", memory=None, cpus=None, pids=None,
                  network="none", publish=(), timeout=None, user=None, rootless=None,
                  seccomp="default", name=None, *, memory_swap=None, cpuset_cpus=None,
-                 cap_add=(), cap_drop=(), root=None):
+                 cap_add=(), cap_drop=(), proc=None, root=None):
         self._kwargs = dict(rootfs=rootfs, volumes=[tuple(v) if not isinstance(v, str)
                                                     else v for v in volumes],
                             env=dict(env) if isinstance(env, dict) else env,
@@ -53,7 +53,7 @@ class Sandbox:
                             user=user, rootless=rootless,
                             seccomp=seccomp, memory_swap=memory_swap,
                             cpuset_cpus=cpuset_cpus, cap_add=list(cap_add),
-                            cap_drop=list(cap_drop))
+                            cap_drop=list(cap_drop), proc=proc)
         try:
             self.settings = Settings(**self._kwargs)
             from ..container.record import default_root, validate_id
@@ -87,9 +87,13 @@ class Sandbox:
             try:
                 cfg = parse_config(self.settings.config([INIT_PATH, "-P"], self.root),
                                    "sandbox")
+                attachments = ()
+                if self.settings.views:
+                    from ..keeper.attach import Views
+                    attachments = (Views(spares.take("keeper")),)
                 rec = create(self.root, self.name, "/", CreateOptions(
                     rootless=self.settings.rootless, stdio=(null, null, null),
-                    helper=spares.take("create")), cfg=cfg)
+                    helper=spares.take("create"), attachments=attachments), cfg=cfg)
             except HutchError as e:
                 raise _error(e) from None
             finally:

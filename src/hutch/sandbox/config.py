@@ -77,7 +77,8 @@ class Settings:
     def __init__(self, rootfs=None, volumes=(), env=None, workdir="/",
                  hostname="sandbox", memory=None, memory_swap=None, cpus=None,
                  cpuset_cpus=None, pids=None, network="none", publish=(), user=None,
-                 rootless=None, seccomp="default", cap_add=(), cap_drop=()):
+                 rootless=None, seccomp="default", cap_add=(), cap_drop=(),
+                 proc=None):
         self.euid = os.geteuid()
         self.rootless = (self.euid != 0) if rootless is None else bool(rootless)
         self.rootfs = os.path.abspath(rootfs) if rootfs else "/"
@@ -147,6 +148,15 @@ class Settings:
                 raise HutchError(f"user {user!r}: the sandbox maps ids 0-{ID_SIZE - 1}",
                                  errno.ERANGE)
         self.seccomp = _seccomp(seccomp)
+        # the /proc and /sys views of its own limits: asked for, or with a limit
+        if proc not in (None, "virtual", "host"):
+            raise HutchError(f"invalid proc {proc!r}: 'virtual' or 'host'", errno.EINVAL)
+        if proc == "virtual" and self.rootless:
+            raise HutchError("proc='virtual': the views need the sandbox's cgroup and a "
+                             "FUSE mount, which a rootless sandbox has neither of here",
+                             errno.EOPNOTSUPP)
+        self.views = proc == "virtual" or (proc is None and not self.rootless and
+                                           self.wants_limits())
         from .profile import capabilities
         self.caps = capabilities(cap_add, cap_drop)
         self.init = find_init()

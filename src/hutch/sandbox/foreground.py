@@ -15,7 +15,7 @@ EXIT_TIMEOUT = 124
 EXIT_OOM = 137
 
 
-def run(settings, args, root, name=None, timeout=None):
+def run(settings, args, root, name=None, timeout=None, views_helper=None):
     import _signal as signal
     from ..cgroups.manager import Manager
     from ..container.create import CreateOptions
@@ -47,8 +47,12 @@ def run(settings, args, root, name=None, timeout=None):
         signal.signal(signal.SIGALRM, expire)
         signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
-        code = run_container(root, cid, "/", CreateOptions(rootless=settings.rootless),
-                             cfg=cfg, keep=True)
+        attachments = ()
+        if settings.views:
+            from ..keeper.attach import Views
+            attachments = (Views(views_helper),)
+        code = run_container(root, cid, "/", CreateOptions(
+            rootless=settings.rootless, attachments=attachments), cfg=cfg, keep=True)
     finally:
         if timeout is not None:
             signal.setitimer(signal.ITIMER_REAL, 0)

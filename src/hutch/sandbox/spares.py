@@ -32,8 +32,9 @@ def warm():
 
 
 def take(kind):
-    """A ready helper of ``kind`` ("create" or "enter") for CreateOptions or
-    ExecOptions ``helper``; None if the zygote cannot give one (the core then
+    """A ready helper of ``kind`` ("create", "enter", or "keeper" for a views
+    keeper) for CreateOptions or ExecOptions ``helper`` (or the keeper's
+    attachment); None if the zygote cannot give one (the core then
     starts a helper the usual way)."""
     from ..errors import HutchError
     z = warm()

@@ -1,0 +1,146 @@
+"""The keeper's /proc and /sys views: what a container sees of its own limits,
+checked from inside it."""
+
+import errno
+import json
+import os
+import signal
+import subprocess
+import time
+
+import pytest
+
+from conftest import IS_ROOT, REPO, base_config
+
+import hutch
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="containers need root")
+HUTCH = os.path.join(REPO, ".venv", "bin", "hutch-fast")
+
+
+def keeper_mounts():
+    with open("/proc/self/mountinfo") as f:
+        return [line for line in f if "hutch-keeper" in line]
+
+
+@pytest.fixture
+def root(tmp_path):
+    d = str(tmp_path / "state")
+    yield d
+    if os.path.isdir(d):
+        for n in os.listdir(d):
+            if not n.startswith("."):
+                subprocess.run([HUTCH, "--root", d, "delete", "-f", n],
+                               capture_output=True)
+    assert keeper_mounts() == []
+
+
+def test_cli_sandbox_sees_its_limits(root):
+    p = subprocess.run([HUTCH, "--root", root, "sandbox", "--memory", "256m",
+                        "--cpuset-cpus", "0", "--", "sh", "-c",
+                        "grep MemTotal /proc/meminfo; nproc; grep -c ^processor "
+                        "/proc/cpuinfo; cat /sys/devices/system/cpu/online "
+                        "/sys/devices/system/cpu/present /sys/devices/system/cpu/possible;"
+                        " cut -d' ' -f1 /proc/uptime; free | sed -n 2p"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "MemTotal:         262144 kB"
+    assert lines[1:6] == ["1", "1", "0", "0", "0"]
+    assert float(lines[6]) < 5
+    assert lines[7].split()[1] == "262144"          # procps free reads meminfo
+
+
+def test_proc_host_and_no_limit_show_the_host(root):
+    host = open("/proc/meminfo").readline()
+    p = subprocess.run([HUTCH, "--root", root, "sandbox", "--memory", "256m", "--proc",
+                        "host", "--", "head", "-1", "/proc/meminfo"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.stdout == host
+    p = subprocess.run([HUTCH, "--root", root, "sandbox", "--", "head", "-1",
+                        "/proc/meminfo"], capture_output=True, text=True, timeout=30)
+    assert p.stdout == host
+
+
+def test_update_changes_memtotal_at_once(root):
+    with hutch.Sandbox(root=root, memory="256m") as sb:
+        assert sb.run(["grep", "MemTotal", "/proc/meminfo"]).stdout.split()[1] == b"262144"
+        subprocess.run([HUTCH, "--root", root, "update", "--memory", "512m",
+                        "--memory-swap", "512m", sb.name], check=True)
+        assert sb.run(["grep", "MemTotal", "/proc/meminfo"]).stdout.split()[1] == b"524288"
+        st = json.loads(subprocess.run([HUTCH, "--root", root, "state", sb.name],
+                                       capture_output=True, check=True).stdout)
+        assert st["annotations"]["org.hutch.proc"] == "virtual"
+        assert st["annotations"]["org.hutch.keeper"] == "running"
+
+
+def test_a_killed_keeper_fails_reads_fast_and_the_container_runs_on(root):
+    with hutch.Sandbox(root=root, memory="256m") as sb:
+        pid = int(open(os.path.join(root, sb.name, "keeper", "pid")).read().split()[0])
+        os.kill(pid, signal.SIGKILL)
+        time.sleep(0.2)
+        t = time.monotonic()
+        r = sb.run(["cat", "/proc/meminfo"], timeout=5)
+        assert time.monotonic() - t < 1.0 and not r.timed_out
+        assert r.returncode != 0
+        assert b"Transport endpoint is not connected" in r.stderr or \
+            b"Input/output error" in r.stderr, r.stderr
+        assert sb.run(["echo", "alive"]).stdout == b"alive\n"
+        st = json.loads(subprocess.run([HUTCH, "--root", root, "state", sb.name],
+                                       capture_output=True, check=True).stdout)
+        assert st["annotations"]["org.hutch.keeper"] == "gone"
+    # delete took the dead keeper's mount away too (the fixture checks none is left)
+
+
+def test_oci_bundle_with_the_annotation(root, busybox_rootfs, tmp_path):
+    import shutil
+    import tempfile
+    image = tempfile.mkdtemp(prefix="hutch-views-")
+    try:
+        b = os.path.join(image, "bundle")
+        shutil.copytree(busybox_rootfs, os.path.join(b, "rootfs"), symlinks=True)
+        cfg = base_config(["sh", "-c", "grep MemTotal /proc/meminfo; "
+                           "cat /sys/devices/system/cpu/online"])
+        cfg["annotations"] = {"org.hutch.proc": "virtual"}
+        cfg["linux"]["resources"] = {"memory": {"limit": 128 << 20},
+                                     "cpu": {"cpus": "0"}}
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        p = subprocess.run([HUTCH, "--root", root, "run", "-b", b, "oci-views"],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.splitlines() == ["MemTotal:         131072 kB", "0"]
+        cfg["annotations"] = {"org.hutch.proc": "lots"}
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        p = subprocess.run([HUTCH, "--root", root, "run", "-b", b, "oci-views"],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode != 0 and "org.hutch.proc" in p.stderr
+    finally:
+        shutil.rmtree(image)
+
+
+def test_detached_sandbox_has_views(root):
+    p = subprocess.run([HUTCH, "--root", root, "sandbox", "-d", "--name", "dv",
+                        "--memory", "64m", "--", "sleep", "100"],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([HUTCH, "--root", root, "exec", "dv", "grep", "MemTotal",
+                        "/proc/meminfo"], capture_output=True, text=True, timeout=30)
+    assert p.stdout.split()[1] == "65536"
+    subprocess.run([HUTCH, "--root", root, "delete", "-f", "dv"], check=True)
+    assert keeper_mounts() == []
+
+
+def test_views_latency_is_reported():
+    """Not a timed test: prints the p50 of a read of /proc/meminfo through the
+    views, for the record (bench/keeper.sh compares with LXCFS)."""
+    with hutch.Sandbox(memory="256m") as sb:
+        r = sb.run(["python3", "-c", "import time\nts=[]\nfor i in range(300):\n"
+                    "  t=time.perf_counter(); open('/proc/meminfo','rb').read(); "
+                    "ts.append(time.perf_counter()-t)\nts.sort(); print(ts[150]*1e6)"])
+        assert r.returncode == 0, r.stderr
+        print(f"p50 read of /proc/meminfo through the views: {float(r.stdout):.0f} us")
+    assert errno.ENOTCONN
