@@ -298,9 +298,7 @@ def test_open_file_after_unmount_fails_fast(fs):
     assert done, "a read hung after unmount"
     assert isinstance(res, OSError) and res.errno == errno.ENOTCONN
     assert time.monotonic() - start < 2
-    with pytest.raises(OSError) as e:   # its flush fails too; the fd is closed
-        os.close(fd)
-    assert e.value.errno == errno.ENOTCONN
+    os.close(fd)        # no flush is asked for at close (FOPEN_NOFLUSH): it succeeds
     assert fs.dir not in mounted_paths()
     with pytest.raises(Unmounted):
         fs.srv.serve_one()

@@ -63,6 +63,7 @@ OPENDIR, READDIR, RELEASEDIR, ACCESS, INTERRUPT, DESTROY, BATCH_FORGET = \
 KERNEL_MAJOR, KERNEL_MINOR = 7, 31
 ROOT_ID = 1
 FOPEN_DIRECT_IO = 1
+FOPEN_NOFLUSH = 1 << 5     # no FLUSH request at each close: nothing to flush
 NOMINAL_SIZE = 1 << 20    # see the docstring: splice and sendfile stop at the size
 MAX_WRITE = 131072
 BUFSIZE = 1 << 20         # the kernel fails a read smaller than max_write + headers
@@ -257,7 +258,7 @@ class FuseServer:
             return -errno.EIO
         fh, self._next_fh = self._next_fh, self._next_fh + 1
         self._handles[fh] = data
-        return [OPEN_OUT.pack(fh, FOPEN_DIRECT_IO, 0)]
+        return [OPEN_OUT.pack(fh, FOPEN_DIRECT_IO | FOPEN_NOFLUSH, 0)]
 
     def _read(self, nodeid, arg):
         fh, offset, size, _ = READ_IN.unpack_from(arg)
