@@ -73,6 +73,13 @@ def _checkpoint(worker, root, cid, image_path, o, criu):
         status = cdir.status()
         check("checkpoint", status)
         info = CriuRecord(d.criu)
+        for entry in d.get("attachments") or ():
+            # an attachment whose work CRIU cannot carry says so (the keeper's
+            # FUSE views are mounts CRIU cannot save)
+            from . import attach
+            refusal = getattr(attach.resolve(entry["kind"]), "checkpoint_refusal", None)
+            if refusal:
+                raise HutchError(f"checkpoint: {refusal}", errno.EOPNOTSUPP)
         if info.rootless:
             raise HutchError("checkpoint: CRIU needs root; this container was "
                              "created rootless", errno.EPERM)

@@ -48,6 +48,8 @@ class Keeper:
     the rootfs (so /dev/log's socket exists when it is bound)."""
 
     kind = KIND
+    checkpoint_refusal = ("a detached sandbox's stdout and stderr are pipes its "
+                          "keeper holds, which CRIU cannot carry over yet")
 
     def __init__(self, on_attach):
         self._on_attach = on_attach     # called with the state directory and ctx
@@ -170,6 +172,9 @@ class Views:
     else one is started here."""
 
     kind = VIEWS_KIND
+    checkpoint_refusal = ("the container's /proc and /sys views are FUSE mounts its "
+                          "keeper serves, which CRIU cannot save yet; make it with "
+                          "proc='host' (--proc host, or without org.hutch.proc)")
 
     def __init__(self, helper=None):
         self.helper = helper
