@@ -227,7 +227,11 @@ def _cache_key(sec):
     ver = _lib_version(lib)
     # the program's own layout version: 2 has the -ENOSYS stub
     h.update(f"{ver}\0{os.uname().machine}\0layout 2\0".encode())
-    h.update(jsonlite.dumps(sec, compact=True).encode())
+    # the listener is not in the program: containers that differ only by it
+    # (each keeper's own socket) share one compiled filter
+    h.update(jsonlite.dumps({k: v for k, v in sec.items() if k not in
+                             ("listenerPath", "listenerMetadata")},
+                            compact=True).encode())
     return h.hexdigest()
 
 
@@ -377,9 +381,25 @@ def from_state(d):
     return out
 
 
+# the listenerMetadata of the listener a hutch keeper holds (sysinfo for the
+# container's views): if that keeper is gone, a new process goes without it (its
+# sysinfo fails with ENOSYS) rather than failing to start, as an agent's must
+KEEPER_METADATA = "hutch-keeper-sysinfo"
+
+
 def send_to_listener(path, fd, pid, state, metadata):
     """Sends the notify fd with the container process state (runtime-spec
     "containerProcessState") to the listener's unix socket."""
+    try:
+        _send_to_listener(path, fd, pid, state, metadata)
+    except HutchError as e:
+        if metadata != KEEPER_METADATA:
+            raise
+        from .log import warn
+        warn(f"sysinfo is not answered for pid {pid}: its keeper is gone ({e})")
+
+
+def _send_to_listener(path, fd, pid, state, metadata):
     import _socket
     from . import jsonlite
     from .linux.fdpass import pack_fds
@@ -387,9 +407,16 @@ def send_to_listener(path, fd, pid, state, metadata):
                           "fds": ["seccompFd"], "pid": pid, "metadata": metadata,
                           "state": state}, compact=True).encode()
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    dirfd = -1
     try:
         try:
-            s.connect(path)
+            if len(path.encode()) >= 100:
+                # past sockaddr_un's 108 bytes: through the directory's fd
+                d, name = os.path.split(path)
+                dirfd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+                s.connect(f"/proc/self/fd/{dirfd}/{name}")
+            else:
+                s.connect(path)
         except OSError as e:
             raise HutchError(f"failed to connect with seccomp agent specified in the "
                              f"seccomp profile: listenerPath {path}: {e.strerror}",
@@ -400,3 +427,5 @@ def send_to_listener(path, fd, pid, state, metadata):
                          f"{e.strerror}", e.errno) from None
     finally:
         s.close()
+        if dirfd >= 0:
+            os.close(dirfd)

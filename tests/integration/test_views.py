@@ -41,7 +41,8 @@ def test_cli_sandbox_sees_its_limits(root):
                         "grep MemTotal /proc/meminfo; nproc; grep -c ^processor "
                         "/proc/cpuinfo; cat /sys/devices/system/cpu/online "
                         "/sys/devices/system/cpu/present /sys/devices/system/cpu/possible;"
-                        " cut -d' ' -f1 /proc/uptime; free | sed -n 2p"],
+                        " cut -d' ' -f1 /proc/uptime; free | sed -n 2p;"
+                        " busybox free | sed -n 2p; busybox uptime"],
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     lines = p.stdout.splitlines()
@@ -49,6 +50,8 @@ def test_cli_sandbox_sees_its_limits(root):
     assert lines[1:6] == ["1", "1", "0", "0", "0"]
     assert float(lines[6]) < 5
     assert lines[7].split()[1] == "262144"          # procps free reads meminfo
+    assert lines[8].split()[1] == "262144"          # busybox free asks sysinfo(2)
+    assert " up 0 min" in lines[9]                  # so does busybox uptime
 
 
 def test_proc_host_and_no_limit_show_the_host(root):

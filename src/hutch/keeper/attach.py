@@ -23,6 +23,13 @@ def keeper_dir(state_dir):
     return os.path.join(state_dir, "keeper")
 
 
+def accept(listening):
+    """accept() on a _socket.socket (the C type has only _accept)."""
+    import _socket
+    fd, _ = listening._accept()
+    return _socket.socket(fileno=fd)
+
+
 class unix_path:
     """A unix socket's path short enough for sockaddr_un (108 bytes): itself, or
     its name through /proc/self/fd of its directory (a deep --root)."""

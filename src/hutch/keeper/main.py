@@ -83,7 +83,7 @@ class _Keeper:
         mounts = [{"destination": "/dev/log", "type": "bind", "source": devlog,
                    "options": ["bind", "nosuid", "nodev", "noexec"]}]
         cfg = parse_config(settings.config(spec["init"] + spec["args"], self.root,
-                                           extra_mounts=mounts), "sandbox")
+                                           extra_mounts=mounts, cid=self.cid), "sandbox")
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         out_r, out_w = os.pipe2(os.O_CLOEXEC)
         err_r, err_w = os.pipe2(os.O_CLOEXEC)
@@ -186,7 +186,8 @@ class _Keeper:
     def _request(self):
         from .. import jsonlite
         try:
-            conn, _ = self.control.accept()
+            from .attach import accept
+            conn = accept(self.control)
         except BlockingIOError:
             return
         try:
@@ -258,12 +259,9 @@ def serve_views(sock):
     from `create`): it serves the container's /proc and /sys views until the
     container's init exits or it is told to stop.  Its own session and
     /dev/null stdio: a terminal's Ctrl-C is not for it."""
-    import select
-    import time
     from .. import jsonlite
     from ..container.record import proc_stat
-    from .fuse import Unmounted
-    from .viewsvc import SAMPLE_EVERY, ViewService
+    from .viewsvc import ViewService
     os.set_inheritable(sock, False)
     try:
         os.setsid()
@@ -296,27 +294,12 @@ def serve_views(sock):
     channel.send(sock, {"t": "ready", "pid": me, "starttime": proc_stat(me)[1],
                         "mounts": mounts})
     os.close(sock)
-    poller = select.poll()
-    for fd in (svc.fileno(), control.fileno(), init_fd):
-        poller.register(fd, select.POLLIN)
-    next_sample = time.monotonic()
-    stop = False
+
+    def on_extra(fd):
+        # the container stopped (nothing left to serve), or a request came
+        return True if fd == init_fd else _answer(control, jsonlite)
     try:
-        while not stop:
-            now = time.monotonic()
-            if now >= next_sample:
-                svc.sample()
-                next_sample = now + SAMPLE_EVERY
-            for fd, _ev in poller.poll(max(0.0, next_sample - now) * 1000):
-                if fd == svc.fileno():
-                    while svc.serve_one():
-                        pass
-                elif fd == init_fd:
-                    stop = True         # the container stopped: nothing to serve
-                else:
-                    stop = _answer(control, jsonlite) or stop
-    except Unmounted:
-        pass
+        svc.serve(extra=(control.fileno(), init_fd), on_extra=on_extra)
     finally:
         svc.stop()
         control.close()
@@ -342,7 +325,8 @@ def _listen(path):
 def _answer(control, jsonlite):
     """One request on the control socket; True if it was "stop"."""
     try:
-        conn, _ = control.accept()
+        from .attach import accept
+        conn = accept(control)
     except BlockingIOError:
         return False
     stop = False
@@ -363,3 +347,4 @@ def _answer(control, jsonlite):
     finally:
         conn.close()
     return stop
+

@@ -85,8 +85,8 @@ class Sandbox:
             from . import spares
             null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
             try:
-                cfg = parse_config(self.settings.config([INIT_PATH, "-P"], self.root),
-                                   "sandbox")
+                cfg = parse_config(self.settings.config([INIT_PATH, "-P"], self.root,
+                                                        cid=self.name), "sandbox")
                 attachments = ()
                 if self.settings.views:
                     from ..keeper.attach import Views

@@ -20,6 +20,7 @@ Its PID 1 is catatonit (Debian's ``catatonit``), bound read-only at
 :data:`INIT_PATH`: a minimal reaper.  No hutch or Python code runs inside.
 """
 
+import copy
 import errno
 import os
 
@@ -198,7 +199,8 @@ class Settings:
         return bool(self.resources())
 
     # --- the OCI config -----------------------------------------------------------
-    def config(self, args, state_root, cwd=None, extra_env=(), extra_mounts=()):
+    def config(self, args, state_root, cwd=None, extra_env=(), extra_mounts=(),
+               cid=None):
         """The OCI config of a sandbox whose init runs ``args`` (``state_root``:
         hutch's --root, where the skeleton of the host's view is kept)."""
         env = [ENV_PATH, "HOME=/root" if self.uid == 0 else "HOME=/",
@@ -258,7 +260,17 @@ class Settings:
         }
         lin = cfg["linux"]
         if self.seccomp is not None:
-            lin["seccomp"] = self.seccomp
+            lin["seccomp"] = copy.deepcopy(self.seccomp)
+        if self.views and cid is not None:
+            # sysinfo(2) answered by the keeper from the same views (its listener)
+            from ..keeper.attach import keeper_dir
+            from ..keeper.sysinfo import add_rule, allow_all_but_sysinfo
+            from ..keeper.viewsvc import listener_path
+            listener = listener_path(keeper_dir(os.path.join(state_root, cid)))
+            if "seccomp" in lin:
+                add_rule(lin["seccomp"], listener)
+            else:
+                lin["seccomp"] = allow_all_but_sysinfo(listener)
         if self.userns:
             u, g = self.host_ids()
             size = 1 if self.rootless else ID_SIZE

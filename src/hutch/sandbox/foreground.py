@@ -25,8 +25,8 @@ def run(settings, args, root, name=None, timeout=None, views_helper=None):
     from ..spec.config import parse_config
     root = root or default_root()
     cid = name or f"sandbox-{os.getpid()}-{os.urandom(3).hex()}"
-    cfg = parse_config(settings.config([INIT_PATH, "--"] + list(args), root),
-                       "sandbox")
+    cfg = parse_config(settings.config([INIT_PATH, "--"] + list(args), root,
+                                       cid=cid), "sandbox")
     state = {"timed_out": False, "oom": 0}
 
     def expire(_n, _f):
