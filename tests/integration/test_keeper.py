@@ -164,3 +164,47 @@ def test_wait_and_logs_refuse_a_container_without_keeper(root):
 def hutch_run(root, *args):
     return subprocess.run([HUTCH, "--root", root] + list(args), capture_output=True,
                           timeout=30, stdin=subprocess.DEVNULL)
+
+
+def _attach(root, name, keys):
+    """`hutch attach` on a pseudo-terminal: writes ``keys``, returns (output, rc)."""
+    import select
+    master, slave = os.openpty()
+    p = subprocess.Popen([HUTCH, "--root", root, "attach", name], stdin=slave,
+                         stdout=slave, stderr=slave, start_new_session=True)
+    os.close(slave)
+    time.sleep(0.4)
+    os.write(master, keys)
+    out = b""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        r, _, _ = select.select([master], [], [], 0.2)
+        if r:
+            try:
+                data = os.read(master, 4096)
+            except OSError:
+                break
+            if not data:
+                break
+            out += data
+        elif p.poll() is not None:
+            break
+    os.close(master)
+    return out, p.wait(timeout=10)
+
+
+def test_tty_attach_input_and_exit_code(root):
+    name = detach(root, "sh", "-c", "tty; read x; echo got $x; exit 3", opts=("-t",))
+    out, rc = _attach(root, name, b"world\r")
+    assert b"got world" in out and rc == 3
+    logs = hutch(root, "logs", name).stdout
+    assert logs.startswith(b"/dev/pts/0") and b"got world" in logs
+
+
+def test_detach_keys_leave_it_running(root):
+    name = detach(root, "sh", "-c", "while :; do sleep 1; done", opts=("-t",))
+    out, rc = _attach(root, name, b"\x10\x11")
+    assert rc == 0 and b"detached" in out
+    assert state(root, name)["status"] == "running"
+    out, rc = _attach(root, name, b"\x03")      # Ctrl-C goes to the container
+    assert rc == 130 and state(root, name)["annotations"]["org.hutch.exit-code"] == "130"

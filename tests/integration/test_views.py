@@ -125,6 +125,43 @@ def test_oci_bundle_with_the_annotation(root, busybox_rootfs, tmp_path):
         shutil.rmtree(image)
 
 
+def test_oci_bundle_syslog_capture(root, busybox_rootfs):
+    import shutil
+    import tempfile
+    image = tempfile.mkdtemp(prefix="hutch-syslog-")
+    try:
+        b = os.path.join(image, "bundle")
+        shutil.copytree(busybox_rootfs, os.path.join(b, "rootfs"), symlinks=True)
+        cfg = base_config(["sh", "-c", "logger -t web started; logger -p local3.err "
+                           "-t web failed"])
+        cfg["annotations"] = {"org.hutch.syslog": "capture"}
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(cfg, f)
+        p = subprocess.run([HUTCH, "--root", root, "run", "-b", b, "oci-syslog"],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        # `run` deleted it, and its log with it: keep one with run -d instead
+        p = subprocess.run([HUTCH, "--root", root, "run", "-d", "-b", b, "oci-syslog2"],
+                           capture_output=True, text=True, timeout=30,
+                           stdin=subprocess.DEVNULL)
+        assert p.returncode == 0, p.stderr
+        deadline = time.monotonic() + 5
+        out = ""
+        while time.monotonic() < deadline and out.count("\n") < 2:
+            time.sleep(0.1)
+            out = subprocess.run([HUTCH, "--root", root, "logs", "oci-syslog2"],
+                                 capture_output=True, text=True).stdout
+        assert out.splitlines() == ["user.notice web: started", "local3.err web: failed"]
+        st = json.loads(subprocess.run([HUTCH, "--root", root, "state", "oci-syslog2"],
+                                       capture_output=True, check=True).stdout)
+        assert st["annotations"]["org.hutch.syslog"] == "capture"
+        assert "org.hutch.proc" not in st["annotations"] or \
+            st["annotations"]["org.hutch.proc"] != "virtual"
+    finally:
+        shutil.rmtree(image)
+
+
 def test_detached_sandbox_has_views(root):
     p = subprocess.run([HUTCH, "--root", root, "sandbox", "-d", "--name", "dv",
                         "--memory", "64m", "--", "sleep", "100"],

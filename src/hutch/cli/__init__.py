@@ -9,7 +9,8 @@ from ..errors import HutchError
 
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
          "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
-         "enter", "checkpoint", "restore", "migrate", "receive", "wait", "logs")
+         "enter", "checkpoint", "restore", "migrate", "receive", "wait", "logs",
+         "attach")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
            "enter": "enter"}
@@ -50,6 +51,7 @@ commands:
   sandbox   run a command in a throw-away container (no image needed); -d detaches
   wait      wait until a detached sandbox stops; exit with its exit code
   logs      print a detached sandbox's output and syslog
+  attach    connect the terminal to a detached sandbox (Ctrl-P Ctrl-Q detaches)
 
 global options:
   --root DIR          state directory (default /run/hutch, or $XDG_RUNTIME_DIR/hutch)

@@ -34,6 +34,8 @@ options:
                           process logs its stdout, stderr and /dev/log (hutch
                           logs), records its exit code (hutch wait) and goes
                           with `hutch delete`
+  -t, --tty               with -d: give it a terminal, held by its keeper
+                          (hutch attach ID; Ctrl-P Ctrl-Q detaches)
   --log-max-size SIZE     rotate the log at SIZE (default 10m)
   --log-max-files N       keep N log files, the rotated ones gzipped (default 5)
 """
@@ -52,7 +54,7 @@ SPEC = {"--rootfs": ("rootfs", "str"), "-v": ("volume", "list"),
         "--rootless": ("rootless", "bool"), "--seccomp": ("seccomp", "str"),
         "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list"),
         "-d": ("detach", "bool"), "--detach": ("detach", "bool"),
-        "--proc": ("proc", "str"),
+        "--proc": ("proc", "str"), "-t": ("tty", "bool"), "--tty": ("tty", "bool"),
         "--log-max-size": ("log_max_size", "str"), "--log-max-files": ("log_max_files", "int")}
 
 
@@ -102,6 +104,10 @@ def run(g, argv):
               seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
               cap_drop=o["cap_drop"], proc=o["proc"])
     s = Settings(**kw)
+    if o["tty"] and not o["detach"]:
+        raise HutchError("sandbox: -t is for a detached sandbox (-d), whose keeper "
+                         "holds the terminal; in the foreground the command has this "
+                         "terminal already")
     if o["detach"]:
         return _detach(g, s, kw, cmd, o, timeout)
     views_helper = None
@@ -132,6 +138,7 @@ def _detach(g, s, kw, cmd, o, timeout):
         log["max_files"] = o["log_max_files"]
     kw = dict(kw, volumes=[list(v) for v in s.volumes])
     start({"root": g.root or default_root(), "id": cid, "settings": kw,
-           "init": [INIT_PATH, "--"], "args": cmd, "log": log})
+           "init": [INIT_PATH, "--"], "args": cmd, "log": log, "tty": o["tty"],
+           "term": os.environ.get("TERM")})
     print(cid)
     return 0

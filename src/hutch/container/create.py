@@ -54,15 +54,7 @@ def _create(root, cid, bundle, o, cfg):
     if cfg is None:
         cfg = P.load(bundle)
     rootless = is_rootless() if o.rootless is None else o.rootless
-    proc = (cfg.annotations or {}).get("org.hutch.proc")
-    if proc not in (None, "host", "virtual"):
-        raise ConfigError(f"config.json: annotations: org.hutch.proc is 'virtual' or "
-                          f"'host', not {proc!r}", errno.EINVAL)
-    if proc == "virtual" and not any(getattr(a, "kind", "") ==
-                                     "hutch.keeper.attach:Views" for a in o.attachments):
-        # the container's own /proc and /sys views, for any engine's container
-        from ..keeper.attach import Views
-        o.attachments = tuple(o.attachments) + (Views(),)
+    _keeper_annotations(cfg, o)
     if rootless and not cfg.new_ns("user") and not cfg.has_ns("user"):
         raise ConfigError("config.json: linux.namespaces: rootless containers need a "
                           "user namespace (hutch spec --rootless writes one)", errno.EPERM)
@@ -254,6 +246,25 @@ def undo(rec, mgr, root=None):
             mgr.destroy_created()
         except HutchError:
             pass
+
+
+def _keeper_annotations(cfg, o):
+    """org.hutch.proc: "virtual" (the container's own /proc and /sys views) and
+    org.hutch.syslog: "capture" (its /dev/log into a log `hutch logs` reads), for
+    any engine's container: a keeper serves them (:mod:`hutch.keeper`)."""
+    ann = cfg.annotations or {}
+    proc, syslog = ann.get("org.hutch.proc"), ann.get("org.hutch.syslog")
+    if proc not in (None, "host", "virtual"):
+        raise ConfigError(f"config.json: annotations: org.hutch.proc is 'virtual' or "
+                          f"'host', not {proc!r}", errno.EINVAL)
+    if syslog not in (None, "capture", "none"):
+        raise ConfigError(f"config.json: annotations: org.hutch.syslog is 'capture' "
+                          f"or 'none', not {syslog!r}", errno.EINVAL)
+    if (proc == "virtual" or syslog == "capture") and not any(
+            getattr(a, "kind", "").startswith("hutch.keeper.") for a in o.attachments):
+        from ..keeper.attach import Views
+        o.attachments = tuple(o.attachments) + (
+            Views(views=proc == "virtual", syslog=syslog == "capture"),)
 
 
 def validate(cfg):

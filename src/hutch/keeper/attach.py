@@ -179,17 +179,18 @@ class Views:
     else one is started here."""
 
     kind = VIEWS_KIND
-    checkpoint_refusal = ("the container's /proc and /sys views are FUSE mounts its "
-                          "keeper serves, which CRIU cannot save yet; make it with "
-                          "proc='host' (--proc host, or without org.hutch.proc)")
+    checkpoint_refusal = ("the container's keeper serves its /proc and /sys views "
+                          "(FUSE mounts) or its /dev/log, which CRIU cannot carry over "
+                          "yet; make it with proc='host' (--proc host, or without the "
+                          "org.hutch.proc and org.hutch.syslog annotations)")
 
-    def __init__(self, helper=None):
-        self.helper = helper
+    def __init__(self, helper=None, views=True, syslog=False):
+        self.helper, self.views, self.syslog = helper, views, syslog
 
     def attach(self, ctx):
         from ..process import channel
         from ..process.helper import Helper
-        if not ctx.record.cgroup_paths:
+        if self.views and not ctx.record.cgroup_paths:
             raise HutchError("the /proc and /sys views need the container's cgroup, "
                              "and it has none (rootless without a delegated cgroup "
                              "tree)", errno.EOPNOTSUPP)
@@ -197,7 +198,8 @@ class Views:
         try:
             channel.send(h.sock, {"t": "views", "init_pid": ctx.pid,
                                   "dir": keeper_dir(os.path.join(ctx.root, ctx.cid)),
-                                  "cgroup_paths": ctx.record.cgroup_paths})
+                                  "cgroup_paths": ctx.record.cgroup_paths,
+                                  "views": self.views, "syslog": self.syslog})
             msg = channel.recv(h.sock)
         except OSError as e:
             msg = {"t": "error", "msg": f"talk to the keeper: {e.strerror}",
@@ -210,7 +212,8 @@ class Views:
             msg = msg or {"msg": "the keeper exited before it served the views"}
             raise HutchError(msg["msg"], msg.get("errno"))
         ctx.mounts.extend(tuple(m) for m in msg["mounts"])
-        return {"pid": msg["pid"], "starttime": msg["starttime"]}
+        return {"pid": msg["pid"], "starttime": msg["starttime"],
+                "views": self.views, "syslog": self.syslog}
 
     @staticmethod
     def detach(ctx, data):
@@ -232,8 +235,12 @@ class Views:
             if fd is not None:
                 alive = True
                 os.close(fd)
-        return {"org.hutch.proc": "virtual",
-                "org.hutch.keeper": "running" if alive else "gone"}
+        out = {"org.hutch.keeper": "running" if alive else "gone"}
+        if not data or data.get("views", True):
+            out["org.hutch.proc"] = "virtual"
+        if data and data.get("syslog"):
+            out["org.hutch.syslog"] = "capture"
+        return out
 
 
 def _reap(pid):

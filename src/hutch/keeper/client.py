@@ -6,15 +6,18 @@ import errno
 import os
 
 from ..errors import HutchError
-from .attach import KIND, exit_code, keeper_dir
+from .attach import KIND, VIEWS_KIND, exit_code, keeper_dir
 
 
 def _keeper(root, cid, verb):
-    """(state directory, keeper data) of a container that has a keeper."""
+    """(state directory, keeper data) of a container that has a keeper (for
+    logs, also one that captures syslog for an engine's container)."""
     from ..container.lifecycle import load
     cdir = load(root, cid, lock=False)
     for entry in cdir.data.get("attachments") or ():
-        if entry.get("kind") == KIND:
+        if entry.get("kind") == KIND or (
+                verb == "logs" and entry.get("kind") == VIEWS_KIND and
+                (entry.get("data") or {}).get("syslog")):
             return cdir, entry.get("data")
     raise HutchError(f"{verb}: container {cid} has no keeper (only a detached "
                      "sandbox, `hutch sandbox -d`, has one)", errno.EINVAL)
@@ -91,3 +94,103 @@ def logs(root, cid, follow=False, tail=None, since=None, timestamps=False,
         except BrokenPipeError:
             pass
     return 0
+
+
+DETACH = b"\x10\x11"      # Ctrl-P Ctrl-Q
+
+
+def attach(root, cid):
+    """Connects the terminal to a detached sandbox: its output here, and (with
+    -t) this terminal's input and window size there.  Ctrl-P Ctrl-Q detaches
+    and leaves it running.  Returns its exit code once it stops, or 0 when
+    detached."""
+    import _socket
+    import select
+    import struct
+    from .attach import unix_path
+    cdir, data = _keeper(root, cid, "attach")
+    if not _alive(data):
+        raise HutchError(f"attach: the keeper of {cid} is gone (the container "
+                         "stopped, or its keeper died)", errno.ESRCH)
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    try:
+        with unix_path(os.path.join(keeper_dir(cdir.path), "attach.sock")) as p:
+            s.connect(p)
+    except OSError as e:
+        s.close()
+        raise HutchError(f"attach: connect to the keeper of {cid}: {e.strerror}",
+                         e.errno) from None
+
+    def frame(kind, body):
+        s.sendall(kind + struct.pack("=I", len(body)) + body)
+    tty = os.isatty(0)
+    saved = None
+    if tty:
+        import termios
+        import tty as ttymod
+        saved = termios.tcgetattr(0)
+        ttymod.setraw(0)
+        _send_size(frame)
+        import _signal as signal
+        signal.signal(signal.SIGWINCH, lambda _n, _f: _send_size(frame))
+    detached = False
+    inputs = [s.fileno(), 0]
+    prev = b""
+    try:
+        while True:
+            try:
+                ready, _, _ = select.select(inputs, [], [])
+            except InterruptedError:
+                continue
+            if s.fileno() in ready:
+                out = s.recv(65536)
+                if not out:
+                    break
+                os.write(1, out)
+            if 0 in ready:
+                data_in = os.read(0, 4096)
+                if not data_in:
+                    inputs.remove(0)
+                    continue
+                seq = prev + data_in
+                if DETACH in seq:
+                    before = seq[:seq.index(DETACH)]
+                    if before[len(prev):]:
+                        frame(b"d", before[len(prev):])
+                    detached = True
+                    break
+                if data_in.endswith(DETACH[:1]):
+                    # maybe the first half: hold it until the next key
+                    if data_in[:-1]:
+                        frame(b"d", data_in[:-1])
+                    prev = DETACH[:1]
+                    continue
+                frame(b"d", (prev if prev else b"") + data_in)
+                prev = b""
+    finally:
+        if saved is not None:
+            import termios
+            termios.tcsetattr(0, termios.TCSADRAIN, saved)
+        s.close()
+    if detached:
+        os.write(2, f"\r\nhutch: detached from {cid} (it runs on)\r\n".encode())
+        return 0
+    code = exit_code(cdir.path)
+    for _ in range(40):
+        if code is not None:
+            break
+        import time
+        time.sleep(0.05)
+        code = exit_code(cdir.path)
+    return code if code is not None else 0
+
+
+def _send_size(frame):
+    import struct
+    from ..linux import kernel as K
+    try:
+        ws = K.kernel().ioctl(0, K.TIOCGWINSZ, bytes(8))
+        rows, cols = struct.unpack("=HHHH", ws)[:2]
+        frame(b"w", struct.pack("=HH", rows, cols))
+    except OSError:
+        pass

@@ -59,9 +59,12 @@ class _Keeper:
         self.state_dir = os.path.join(self.root, self.cid)
         from .attach import keeper_dir
         self.dir = keeper_dir(self.state_dir)
-        self.writer = self.devlog = self.control = None
+        self.writer = self.devlog = self.control = self.attach = None
         self.pipes = {}         # fd -> stream name
         self.init = self.init_fd = None
+        self.master = None          # the terminal's master, with -t
+        self.clients = []           # `hutch attach` connections
+        self._pending = {}          # fd -> a client's partial frame
         self.stopping = False
         self.settings = self.views = None
 
@@ -82,19 +85,43 @@ class _Keeper:
         devlog = os.path.join(self.dir, "dev-log")
         mounts = [{"destination": "/dev/log", "type": "bind", "source": devlog,
                    "options": ["bind", "nosuid", "nodev", "noexec"]}]
-        cfg = parse_config(settings.config(spec["init"] + spec["args"], self.root,
-                                           extra_mounts=mounts, cid=self.cid), "sandbox")
+        raw = settings.config(spec["init"] + spec["args"], self.root,
+                              extra_mounts=mounts, cid=self.cid)
+        if spec.get("tty"):
+            raw["process"]["terminal"] = True
+            raw["process"]["env"].append("TERM=" + (spec.get("term") or "xterm"))
+        cfg = parse_config(raw, "sandbox")
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
-        out_r, out_w = os.pipe2(os.O_CLOEXEC)
-        err_r, err_w = os.pipe2(os.O_CLOEXEC)
-        self.pipes = {out_r: "stdout", err_r: "stderr"}
+        ours = theirs = -1
+        if spec.get("tty"):
+            # the container's terminal: its master comes over a console socket
+            from ..linux.fdpass import socketpair
+            ours, theirs = socketpair()
+            stdio = None
+            opened = (null,)
+        else:
+            out_r, out_w = os.pipe2(os.O_CLOEXEC)
+            err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            self.pipes = {out_r: "stdout", err_r: "stderr"}
+            stdio = (null, out_w, err_w)
+            opened = (null, out_w, err_w)
         try:
             rec = create(self.root, self.cid, "/", CreateOptions(
-                rootless=settings.rootless, stdio=(null, out_w, err_w),
+                rootless=settings.rootless, stdio=stdio, console_fd=theirs,
                 attachments=[Keeper(self._attached)]), cfg=cfg)
+        except BaseException:
+            if ours >= 0:
+                os.close(ours)
+            raise
         finally:
-            for fd in (null, out_w, err_w):
+            for fd in opened:
                 os.close(fd)
+            if theirs >= 0:
+                os.close(theirs)
+        if ours >= 0:
+            from ..container.console import recv_master
+            self.master = recv_master(ours)
+            self.pipes = {self.master: "stdout"}   # a terminal has one stream
         self.init = rec.pid
         try:
             start(self.root, self.cid)
@@ -106,26 +133,14 @@ class _Keeper:
     def _attached(self, state_dir, ctx):
         """In create, once the state directory exists: the keeper's files, and
         the views (served from a thread: create, in this thread, binds them)."""
-        import _socket
         from ..container.record import proc_stat
-        from .logfile import LogWriter
         os.mkdir(self.dir, 0o711)
         me = os.getpid()
         with open(os.path.join(self.dir, "pid"), "w") as f:
             f.write(f"{me} {proc_stat(me)[1]}\n")
-        log = self.spec.get("log") or {}
-        self.writer = LogWriter(os.path.join(self.dir, "container.log"),
-                                max_size=log.get("max_size", 10 << 20),
-                                max_files=log.get("max_files", 5))
-        from .attach import unix_path
-        d = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        path = os.path.join(self.dir, "dev-log")
-        with unix_path(path) as short:
-            d.bind(short)
-        os.chmod(path, 0o666)       # any user in the container may log
-        d.setblocking(False)
-        self.devlog = d
+        self.devlog, self.writer = _syslog_socket(self.dir, self.spec.get("log"))
         self.control = _listen(os.path.join(self.dir, "control.sock"))
+        self.attach = _listen(os.path.join(self.dir, "attach.sock"))
         if self.settings.views:
             from .viewsvc import ViewService
             self.views = ViewService(self.dir, ctx.record.cgroup_paths, ctx.pid)
@@ -141,7 +156,9 @@ class _Keeper:
             poller.register(fd, select.POLLIN)
         poller.register(self.devlog.fileno(), select.POLLIN)
         poller.register(self.control.fileno(), select.POLLIN)
+        poller.register(self.attach.fileno(), select.POLLIN)
         poller.register(self.init_fd, select.POLLIN)
+        self.poller = poller
         last = time.monotonic()
         exited_at = None
         while not self.stopping:
@@ -154,9 +171,13 @@ class _Keeper:
                 continue
             for fd, _ev in events:
                 if fd in self.pipes:
-                    data = os.read(fd, 65536)
+                    try:
+                        data = os.read(fd, 65536)
+                    except OSError:     # EIO: a terminal whose last user went
+                        data = b""
                     if data:
                         self.writer.write(self.pipes[fd], data)
+                        self._fan_out(data)
                         last = time.monotonic()
                     else:
                         poller.unregister(fd)
@@ -166,6 +187,10 @@ class _Keeper:
                     self._syslog()
                 elif fd == self.control.fileno():
                     self._request()
+                elif fd == self.attach.fileno():
+                    self._new_client()
+                elif any(c.fileno() == fd for c in self.clients):
+                    self._from_client(fd)
                 elif fd == self.init_fd:
                     poller.unregister(fd)
                     self._exited()
@@ -173,15 +198,76 @@ class _Keeper:
             if time.monotonic() - last > QUIET:
                 self.writer.flush_partials()
 
-    def _syslog(self):
-        from .syslog import parse
-        while True:
+    # --- hutch attach ---------------------------------------------------------------
+    def _new_client(self):
+        import select
+        from .attach import accept
+        try:
+            conn = accept(self.attach)
+        except BlockingIOError:
+            return
+        conn.setblocking(False)
+        self.clients.append(conn)
+        self.poller.register(conn.fileno(), select.POLLIN)
+
+    def _drop(self, conn):
+        try:
+            self.poller.unregister(conn.fileno())
+        except (KeyError, ValueError):
+            pass
+        self.clients.remove(conn)
+        conn.close()
+
+    def _fan_out(self, data):
+        """The container's output to every attached client; one that cannot
+        keep up (its socket full) is dropped rather than slowing the log."""
+        for conn in list(self.clients):
             try:
-                data = self.devlog.recv(65536)
-            except BlockingIOError:
-                return
-            facility, severity, tag, text = parse(data)
-            self.writer.syslog(facility, severity, text, tag=tag)
+                conn.send(data)
+            except OSError:
+                self._drop(conn)
+
+    def _from_client(self, fd):
+        """Frames from a client: b"d" + length + bytes (input for the terminal),
+        b"w" + length + rows, cols (its window size)."""
+        import struct
+        conn = next(c for c in self.clients if c.fileno() == fd)
+        try:
+            buf = conn.recv(65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            buf = b""
+        if not buf:
+            self._drop(conn)
+            return
+        pending = self._pending.pop(fd, b"")
+        buf = pending + buf
+        while len(buf) >= 5:
+            kind, n = buf[:1], struct.unpack("=I", buf[1:5])[0]
+            if len(buf) < 5 + n:
+                break
+            body, buf = buf[5:5 + n], buf[5 + n:]
+            if self.master is None:
+                continue        # without -t the container's stdin is /dev/null
+            if kind == b"d":
+                try:
+                    os.write(self.master, body)
+                except OSError:
+                    pass
+            elif kind == b"w" and n == 4:
+                from ..linux import kernel as K
+                rows, cols = struct.unpack("=HH", body)
+                try:
+                    K.kernel().ioctl(self.master, K.TIOCSWINSZ,
+                                     struct.pack("=HHHH", rows, cols, 0, 0))
+                except OSError:
+                    pass
+        if buf:
+            self._pending[fd] = buf
+
+    def _syslog(self):
+        _syslog(self.devlog, self.writer)
 
     def _request(self):
         from .. import jsonlite
@@ -244,21 +330,26 @@ class _Keeper:
                         break
                     self.writer.write(self.pipes[fd], data)
             self.writer.close()
-        for s in (self.devlog, self.control):
+        for c in list(self.clients):
+            c.close()       # an attached client sees the end
+        for s in (self.devlog, self.control, self.attach):
             if s is not None:
                 s.close()
-        try:
-            os.unlink(os.path.join(self.dir, "control.sock"))
-        except OSError:
-            pass
+        for name in ("control.sock", "attach.sock"):
+            try:
+                os.unlink(os.path.join(self.dir, name))
+            except OSError:
+                pass
 
 
 # --- the keeper of a container it did not make: the views -------------------------
 def serve_views(sock):
     """A keeper started as a helper of kind "keeper" (by :class:`.attach.Views`,
-    from `create`): it serves the container's /proc and /sys views until the
+    from `create`): it serves the container's /proc and /sys views and (with
+    "syslog") takes what the container sends to /dev/log into its log, until the
     container's init exits or it is told to stop.  Its own session and
     /dev/null stdio: a terminal's Ctrl-C is not for it."""
+    import select
     from .. import jsonlite
     from ..container.record import proc_stat
     from .viewsvc import ViewService
@@ -275,20 +366,25 @@ def serve_views(sock):
     if msg is None or msg.get("t") != "views":
         os._exit(0)
     d = msg["dir"]
-    svc = None
+    svc = devlog = writer = None
     try:
         os.makedirs(d, 0o711, exist_ok=True)
         me = os.getpid()
         with open(os.path.join(d, "pid"), "w") as f:
             f.write(f"{me} {proc_stat(me)[1]}\n")
         init_fd = os.pidfd_open(msg["init_pid"])
-        svc = ViewService(d, msg["cgroup_paths"], msg["init_pid"])
-        mounts = svc.start()
+        mounts = []
+        if msg.get("views", True):
+            svc = ViewService(d, msg["cgroup_paths"], msg["init_pid"])
+            mounts += svc.start()
+        if msg.get("syslog"):
+            devlog, writer = _syslog_socket(d)
+            mounts.append((os.path.join(d, "dev-log"), "/dev/log"))
         control = _listen(os.path.join(d, "control.sock"))
     except BaseException as e:      # noqa: BLE001 - reported to create
         if svc is not None:
             svc.stop()
-        channel.send(sock, {"t": "error", "msg": f"start the views: {e}",
+        channel.send(sock, {"t": "error", "msg": f"start the keeper: {e}",
                             "errno": getattr(e, "errno", None)})
         os._exit(1)
     channel.send(sock, {"t": "ready", "pid": me, "starttime": proc_stat(me)[1],
@@ -296,18 +392,64 @@ def serve_views(sock):
     os.close(sock)
 
     def on_extra(fd):
-        # the container stopped (nothing left to serve), or a request came
-        return True if fd == init_fd else _answer(control, jsonlite)
+        # the container stopped (nothing left to serve), a request, or syslog
+        if fd == init_fd:
+            return True
+        if devlog is not None and fd == devlog.fileno():
+            _syslog(devlog, writer)
+            return False
+        return _answer(control, jsonlite)
+    extra = [control.fileno(), init_fd] + ([devlog.fileno()] if devlog else [])
     try:
-        svc.serve(extra=(control.fileno(), init_fd), on_extra=on_extra)
+        if svc is not None:
+            svc.serve(extra=extra, on_extra=on_extra)
+        else:
+            while not any(on_extra(fd) for fd in select.select(extra, [], [])[0]):
+                pass
     finally:
-        svc.stop()
-        control.close()
-        try:
-            os.unlink(os.path.join(d, "control.sock"))
-        except OSError:
-            pass
+        if svc is not None:
+            svc.stop()
+        if writer is not None:
+            writer.close()
+        for s in (control, devlog):
+            if s is not None:
+                s.close()
+        for name in ("control.sock", "dev-log"):
+            try:
+                os.unlink(os.path.join(d, name))
+            except OSError:
+                pass
     os._exit(0)
+
+
+def _syslog_socket(d, log=None):
+    """The datagram socket bound over the container's /dev/log, and the log
+    its messages go to."""
+    import _socket
+    from .attach import unix_path
+    from .logfile import LogWriter
+    log = log or {}
+    writer = LogWriter(os.path.join(d, "container.log"),
+                       max_size=log.get("max_size", 10 << 20),
+                       max_files=log.get("max_files", 5))
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    path = os.path.join(d, "dev-log")
+    with unix_path(path) as short:
+        s.bind(short)
+    os.chmod(path, 0o666)       # any user in the container may log
+    s.setblocking(False)
+    return s, writer
+
+
+def _syslog(devlog, writer):
+    from .syslog import parse
+    while True:
+        try:
+            data = devlog.recv(65536)
+        except BlockingIOError:
+            return
+        facility, severity, tag, text = parse(data)
+        writer.syslog(facility, severity, text, tag=tag)
 
 
 def _listen(path):
