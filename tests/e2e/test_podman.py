@@ -128,6 +128,23 @@ def test_limits_apply_and_oom_is_137(engines):
     assert "all-started" not in p.stdout and "can't fork" in p.stderr, p.stderr
 
 
+def test_proc_views_through_podman(engines):
+    """org.hutch.proc: virtual through Podman (and conmon): the container sees its
+    own limit in /proc/meminfo and sysinfo(2), and its CPUs in cpuinfo."""
+    if RUNTIME_NAME != "hutch":
+        pytest.skip("the views are hutch's")
+    e = engines
+    p = e.podman("run", "--rm", "--memory", "128m", "--cpuset-cpus", "0",
+                 "--annotation", "org.hutch.proc=virtual", e.image, "sh", "-c",
+                 "grep MemTotal /proc/meminfo; grep -c ^processor /proc/cpuinfo; "
+                 "free | sed -n 2p")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0] == "MemTotal:         131072 kB", p.stdout
+    assert lines[1] == "1"
+    assert lines[2].split()[1] == "131072"      # busybox free: sysinfo(2)
+
+
 def test_networks_ports_and_volumes(engines, tmp_path):
     e = engines
     p = e.podman("run", "--rm", "--network", "none", e.image, "sh", "-c",

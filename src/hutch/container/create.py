@@ -54,7 +54,7 @@ def _create(root, cid, bundle, o, cfg):
     if cfg is None:
         cfg = P.load(bundle)
     rootless = is_rootless() if o.rootless is None else o.rootless
-    _keeper_annotations(cfg, o)
+    _keeper_annotations(cfg, o, root, cid)
     if rootless and not cfg.new_ns("user") and not cfg.has_ns("user"):
         raise ConfigError("config.json: linux.namespaces: rootless containers need a "
                           "user namespace (hutch spec --rootless writes one)", errno.EPERM)
@@ -248,7 +248,7 @@ def undo(rec, mgr, root=None):
             pass
 
 
-def _keeper_annotations(cfg, o):
+def _keeper_annotations(cfg, o, root, cid):
     """org.hutch.proc: "virtual" (the container's own /proc and /sys views) and
     org.hutch.syslog: "capture" (its /dev/log into a log `hutch logs` reads), for
     any engine's container: a keeper serves them (:mod:`hutch.keeper`)."""
@@ -265,6 +265,17 @@ def _keeper_annotations(cfg, o):
         from ..keeper.attach import Views
         o.attachments = tuple(o.attachments) + (
             Views(views=proc == "virtual", syslog=syslog == "capture"),)
+        if proc == "virtual":
+            # sysinfo(2) too, answered by the keeper (unless the engine has a
+            # seccomp agent of its own: one listener per filter)
+            from ..keeper.attach import keeper_dir
+            from ..keeper.sysinfo import add_rule, allow_all_but_sysinfo
+            from ..keeper.viewsvc import listener_path
+            listener = listener_path(keeper_dir(os.path.join(root, cid)))
+            if cfg.seccomp is None:
+                cfg.seccomp = allow_all_but_sysinfo(listener)
+            else:
+                add_rule(cfg.seccomp, listener)
 
 
 def validate(cfg):
