@@ -184,3 +184,85 @@ def test_views_latency_is_reported():
         assert r.returncode == 0, r.stderr
         print(f"p50 read of /proc/meminfo through the views: {float(r.stdout):.0f} us")
     assert errno.ENOTCONN
+
+
+def test_checkpoint_and_restore_with_the_views(busybox_rootfs):
+    """The keeper is not in the dump: the view mounts are external, and the
+    restored copy gets a keeper of its own, which serves its own limits.  (CRIU
+    binds them from inside the copy's user namespace: the state root must be
+    reachable by the sandbox's root, as the default /run/hutch is.)"""
+    import shutil
+    import tempfile
+    from hutch.criu import find
+    try:
+        find(None)
+    except hutch.HutchError as e:
+        pytest.skip(f"no CRIU: {e}")
+    image = tempfile.mkdtemp(prefix="hutch-views-ck-")
+    os.chmod(image, 0o755)
+    root = os.path.join(image, "state")
+    try:
+        rootfs = os.path.join(image, "rootfs")
+        shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+        with hutch.Sandbox(root=root, rootfs=rootfs, memory="64m") as sb:
+            sb.run(["sh", "-c", "(while :; do sleep 0.1; done) >/dev/null 2>&1 &"])
+            snap = sb.checkpoint(os.path.join(image, "snap"))
+            with hutch.Sandbox.restore(snap, name="views-copy", root=root) as copy:
+                r = copy.run(["sh", "-c", "grep MemTotal /proc/meminfo; "
+                              "free | sed -n 2p"])
+                assert r.stdout.splitlines()[0] == b"MemTotal:          65536 kB"
+                assert r.stdout.splitlines()[1].split()[1] == b"65536"   # sysinfo
+                keepers = {open(os.path.join(root, n, "keeper", "pid")).read()
+                           for n in (sb.name, copy.name)}
+                assert len(keepers) == 2            # one keeper each
+            assert sb.run(["grep", "MemTotal", "/proc/meminfo"]).stdout.split()[1] \
+                == b"65536"
+        assert [n for n in os.listdir(root) if not n.startswith(".")] == []
+    finally:
+        shutil.rmtree(image)
+
+
+def test_detached_sandbox_checkpoint_is_refused(root):
+    p = subprocess.run([HUTCH, "--root", root, "sandbox", "-d", "--name", "dck",
+                        "--", "sleep", "100"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    p = subprocess.run([HUTCH, "--root", root, "checkpoint", "--image-path",
+                        os.path.join(root, "img"), "dck"], capture_output=True, text=True)
+    assert p.returncode != 0 and "keeper holds" in p.stderr, p.stderr
+    subprocess.run([HUTCH, "--root", root, "delete", "-f", "dck"], check=True)
+
+
+def test_oci_checkpoint_restore_keeps_the_views(root, busybox_rootfs):
+    import shutil
+    import tempfile
+    from hutch.criu import find
+    try:
+        find(None)
+    except hutch.HutchError as e:
+        pytest.skip(f"no CRIU: {e}")
+    image = tempfile.mkdtemp(prefix="hutch-views-oci-")
+    try:
+        b = os.path.join(image, "bundle")
+        shutil.copytree(busybox_rootfs, os.path.join(b, "rootfs"), symlinks=True)
+        cfg = base_config(["sh", "-c", "while :; do sleep 0.1; done"])
+        cfg["annotations"] = {"org.hutch.proc": "virtual"}
+        cfg["linux"]["resources"] = {"memory": {"limit": 96 << 20}}
+        with open(os.path.join(b, "config.json"), "w") as f:
+            json.dump(cfg, f)
+
+        def rt(*args, check=True):
+            p = subprocess.run([HUTCH, "--root", root] + list(args), capture_output=True,
+                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            assert not check or p.returncode == 0, (args, p.stderr)
+            return p
+        rt("run", "-d", "-b", b, "ck")
+        img = os.path.join(image, "img")
+        rt("checkpoint", "--image-path", img, "ck")
+        assert keeper_mounts() == []            # gone with the container
+        rt("restore", "-d", "--image-path", img, "-b", b, "ck")
+        assert rt("exec", "ck", "grep", "MemTotal", "/proc/meminfo").stdout.split()[1] \
+            == "98304"
+        assert rt("exec", "ck", "free").stdout.splitlines()[1].split()[1] == "98304"
+        rt("delete", "-f", "ck")
+    finally:
+        shutil.rmtree(image)

@@ -177,6 +177,11 @@ def _checkpoint(worker, root, cid, image_path, o, criu):
                     ext += [{"key": p, "val": p} for p in info.devices]
                 ext += [{"key": dest, "val": dest} for dest, _ in
                         H.cgroup_binds(info, d.cgroup_paths)]
+                # what attachments bound in (the keeper's views): external, bound
+                # again on restore from what the restored container's own
+                # attachments serve
+                ext += [{"key": H.resolved_in(croot, dest), "val": dest}
+                        for dest in attached_mounts(d)]
                 opts["ext_mnt"] = ext
                 if "network" in info.join:
                     ino = H.inode(f"/proc/{pid}/ns/net")
@@ -229,3 +234,11 @@ def _freezer(d):
     return d.cgroup_paths.get("freezer") or None
 
 
+
+
+def attached_mounts(record):
+    """The destinations of the binds the container's attachments asked for."""
+    out = []
+    for entry in record.get("attachments") or ():
+        out.extend((entry.get("data") or {}).get("mounts") or ())
+    return out

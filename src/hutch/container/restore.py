@@ -33,6 +33,7 @@ class RestoreOptions(Options):
     auto_dedup = False
     criu = None
     frozen = False      # freeze it as soon as it is back (a migration thaws it)
+    attachments = ()    # :mod:`.attach` objects for the restored container
 
 
 def restore(root, cid, bundle, image_path, opts=None):
@@ -63,6 +64,9 @@ class Restore:
         C.check_version(criu, root)
         self.bundle = os.path.abspath(bundle)
         self.cfg = cfg = P.load(self.bundle)
+        from .create import _keeper_annotations
+        _keeper_annotations(cfg, o, root, cid)      # as create: its keeper, anew
+        self.attached = []
         self.record = P.criu_record(cfg, self.bundle)
         self.info = info = P.CriuRecord(self.record)
         self.nfd = H.open_ns(info.join["network"]) if "network" in info.join \
@@ -105,6 +109,13 @@ class Restore:
         cdir.save(rec)
         mgr.create()
         mgr.apply(cfg.resources)
+        if o.attachments:
+            # the restored container's own (a keeper serving its views): before
+            # CRIU, which binds what they serve where the dump had theirs
+            from . import attach
+            ctx = attach.Context(self.cid, 0, self.root, self.bundle, cfg, rec)
+            attach.attach_all(o.attachments, ctx, cdir.save)
+            self.attached = ctx.mounts
         if o.manage_cgroups_mode == "ignore":
             # CRIU leaves the restored tasks in its own cgroups: make them these
             # (in every other mode CRIU moves each task into the cgroups of the
@@ -186,6 +197,8 @@ class Restore:
             ext += [{"key": p, "val": p} for p in info.devices]
         ext += [{"key": dest, "val": src}
                 for dest, src in H.cgroup_binds(info, mgr.paths)]
+        ext += [{"key": H.resolved_in(self.mounted, dest), "val": src}
+                for src, dest in self.attached]
         opts["ext_mnt"] = ext
         inherit = [{"key": s, "fd": i} for i, s in enumerate(stdio)
                    if isinstance(s, str) and s.startswith("pipe:")]
@@ -219,6 +232,13 @@ class Restore:
         rec["status"] = "running"
         rec["exec"] = P.ExecRecord.of(cfg, proc).to_json()
         cdir.save()
+        if rec.get("attachments"):
+            from . import attach
+            ctx = attach.Context(self.cid, pid, self.root, self.bundle, cfg, rec)
+            for entry in rec["attachments"]:
+                hook = getattr(attach.resolve(entry["kind"]), "restored", None)
+                if hook is not None:
+                    hook(ctx, entry.get("data"))
         failpoint("restore:saved")
         if o.pid_file:
             write_pid_file(o.pid_file, pid)

@@ -179,10 +179,6 @@ class Views:
     else one is started here."""
 
     kind = VIEWS_KIND
-    checkpoint_refusal = ("the container's keeper serves its /proc and /sys views "
-                          "(FUSE mounts) or its /dev/log, which CRIU cannot carry over "
-                          "yet; make it with proc='host' (--proc host, or without the "
-                          "org.hutch.proc and org.hutch.syslog annotations)")
 
     def __init__(self, helper=None, views=True, syslog=False):
         self.helper, self.views, self.syslog = helper, views, syslog
@@ -213,7 +209,16 @@ class Views:
             raise HutchError(msg["msg"], msg.get("errno"))
         ctx.mounts.extend(tuple(m) for m in msg["mounts"])
         return {"pid": msg["pid"], "starttime": msg["starttime"],
-                "views": self.views, "syslog": self.syslog}
+                "views": self.views, "syslog": self.syslog,
+                "mounts": [m[1] for m in msg["mounts"]]}
+
+    @staticmethod
+    def restored(ctx, data):
+        """A restored container's keeper learns its init (started before CRIU
+        made it)."""
+        if data:
+            request(keeper_dir(os.path.join(ctx.root, ctx.cid)),
+                    {"t": "init", "pid": ctx.pid})
 
     @staticmethod
     def detach(ctx, data):

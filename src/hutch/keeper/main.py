@@ -372,7 +372,8 @@ def serve_views(sock):
         me = os.getpid()
         with open(os.path.join(d, "pid"), "w") as f:
             f.write(f"{me} {proc_stat(me)[1]}\n")
-        init_fd = os.pidfd_open(msg["init_pid"])
+        # a restored container's init is not there yet: told later ("init")
+        init = {"fd": os.pidfd_open(msg["init_pid"]) if msg["init_pid"] else -1}
         mounts = []
         if msg.get("views", True):
             svc = ViewService(d, msg["cgroup_paths"], msg["init_pid"])
@@ -391,15 +392,22 @@ def serve_views(sock):
                         "mounts": mounts})
     os.close(sock)
 
+    def on_init(pid):
+        init["fd"] = os.pidfd_open(pid)
+        extra.append(init["fd"])
+        if svc is not None:
+            svc.views.init_pid = pid
+
     def on_extra(fd):
         # the container stopped (nothing left to serve), a request, or syslog
-        if fd == init_fd:
+        if fd == init["fd"]:
             return True
         if devlog is not None and fd == devlog.fileno():
             _syslog(devlog, writer)
             return False
-        return _answer(control, jsonlite)
-    extra = [control.fileno(), init_fd] + ([devlog.fileno()] if devlog else [])
+        return _answer(control, jsonlite, on_init)
+    extra = [control.fileno()] + ([init["fd"]] if init["fd"] >= 0 else []) + \
+        ([devlog.fileno()] if devlog else [])
     try:
         if svc is not None:
             svc.serve(extra=extra, on_extra=on_extra)
@@ -464,8 +472,9 @@ def _listen(path):
     return c
 
 
-def _answer(control, jsonlite):
-    """One request on the control socket; True if it was "stop"."""
+def _answer(control, jsonlite, on_init=None):
+    """One request on the control socket; True if it was "stop".  "init" gives
+    a restored container's init pid (``on_init(pid)``)."""
     try:
         from .attach import accept
         conn = accept(control)
@@ -482,7 +491,11 @@ def _answer(control, jsonlite):
             line += chunk
         msg = jsonlite.loads(line.decode()) if line.strip() else {}
         stop = msg.get("t") == "stop"
-        reply = {"t": "ok"} if stop else {"t": "status", "pid": os.getpid()}
+        if msg.get("t") == "init" and on_init is not None:
+            on_init(int(msg["pid"]))
+            reply = {"t": "ok"}
+        else:
+            reply = {"t": "ok"} if stop else {"t": "status", "pid": os.getpid()}
         conn.sendall(jsonlite.dumps(reply).encode() + b"\n")
     except (OSError, ValueError):
         pass

@@ -119,11 +119,24 @@ def load(cls, snapshot, name, root, timeout):
     settings = dict(snap.settings)
     settings["volumes"] = [tuple(v) if isinstance(v, list) else v
                            for v in settings.get("volumes") or ()]
+    from .. import jsonlite
+    from .config import INIT_PATH
     sb = cls(**settings, name=name, root=root, timeout=timeout)
     work = os.path.join(snap.path, f"work-{sb.name}")
+    # the copy's own config: the same sandbox, its keeper's paths under its name
+    bundle = os.path.join(snap.path, f"bundle-{sb.name}")
     try:
-        r = Restore(sb.root, sb.name, snap.bundle, RestoreOptions(
-            detach=True, work_path=work))
+        os.makedirs(bundle, 0o711, exist_ok=True)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(jsonlite.dumps(sb.settings.config([INIT_PATH, "-P"], sb.root,
+                                                      cid=sb.name)))
+        attachments = ()
+        if sb.settings.views:
+            from ..keeper.attach import Views
+            from . import spares
+            attachments = (Views(spares.take("keeper")),)
+        r = Restore(sb.root, sb.name, bundle, RestoreOptions(
+            detach=True, work_path=work, attachments=attachments))
         r.run(snap.images)
         sb.pid = r.pid
         cdir = load_container(sb.root, sb.name, lock=False)
