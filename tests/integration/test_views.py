@@ -251,15 +251,26 @@ def test_oci_checkpoint_restore_keeps_the_views(root, busybox_rootfs):
             json.dump(cfg, f)
 
         def rt(*args, check=True):
-            p = subprocess.run([HUTCH, "--root", root] + list(args), capture_output=True,
-                               text=True, timeout=60, stdin=subprocess.DEVNULL)
+            # files, not pipes: a detached container keeps its stdio open
+            with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+                p = subprocess.run([HUTCH, "--root", root] + list(args), stdout=out,
+                                   stderr=err, timeout=60, stdin=subprocess.DEVNULL)
+                out.seek(0)
+                err.seek(0)
+                p.stdout, p.stderr = out.read().decode(), err.read().decode()
             assert not check or p.returncode == 0, (args, p.stderr)
             return p
-        rt("run", "-d", "-b", b, "ck")
+        # stdio /dev/null: CRIU cannot dump a host file the container holds
+        subprocess.run([HUTCH, "--root", root, "run", "-d", "-b", b, "ck"],
+                       stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, check=True, timeout=60)
         img = os.path.join(image, "img")
         rt("checkpoint", "--image-path", img, "ck")
         assert keeper_mounts() == []            # gone with the container
-        rt("restore", "-d", "--image-path", img, "-b", b, "ck")
+        subprocess.run([HUTCH, "--root", root, "restore", "-d", "--image-path", img,
+                        "-b", b, "ck"], stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True,
+                       timeout=60)
         assert rt("exec", "ck", "grep", "MemTotal", "/proc/meminfo").stdout.split()[1] \
             == "98304"
         assert rt("exec", "ck", "free").stdout.splitlines()[1].split()[1] == "98304"
