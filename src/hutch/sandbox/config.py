@@ -153,9 +153,9 @@ class Settings:
         if proc not in (None, "virtual", "host"):
             raise HutchError(f"invalid proc {proc!r}: 'virtual' or 'host'", errno.EINVAL)
         if proc == "virtual" and self.rootless:
-            raise HutchError("proc='virtual': the views need the sandbox's cgroup and a "
-                             "FUSE mount, which a rootless sandbox has neither of here",
-                             errno.EOPNOTSUPP)
+            raise HutchError("proc='virtual': the views show the sandbox's own cgroup, "
+                             "and a rootless sandbox has none here (the cgroup tree is "
+                             f"not delegated to uid {self.euid})", errno.EOPNOTSUPP)
         self.views = proc == "virtual" or (proc is None and not self.rootless and
                                            self.wants_limits())
         from .profile import capabilities
