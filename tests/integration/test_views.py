@@ -222,14 +222,54 @@ def test_checkpoint_and_restore_with_the_views(busybox_rootfs):
         shutil.rmtree(image)
 
 
-def test_detached_sandbox_checkpoint_is_refused(root):
-    p = subprocess.run([HUTCH, "--root", root, "sandbox", "-d", "--name", "dck",
-                        "--", "sleep", "100"], capture_output=True, text=True)
-    assert p.returncode == 0, p.stderr
-    p = subprocess.run([HUTCH, "--root", root, "checkpoint", "--image-path",
-                        os.path.join(root, "img"), "dck"], capture_output=True, text=True)
-    assert p.returncode != 0 and "keeper holds" in p.stderr, p.stderr
-    subprocess.run([HUTCH, "--root", root, "delete", "-f", "dck"], check=True)
+def test_detached_sandbox_checkpoint_and_restore(busybox_rootfs):
+    """A detached sandbox goes through checkpoint and restore with its keeper:
+    the restored one has a new keeper, which takes its output into the log
+    (from where the old one left it) and records its exit code."""
+    import shutil
+    import tempfile
+    from hutch.criu import find
+    try:
+        find(None)
+    except hutch.HutchError as e:
+        pytest.skip(f"no CRIU: {e}")
+    image = tempfile.mkdtemp(prefix="hutch-dck-")
+    os.chmod(image, 0o755)
+    root = os.path.join(image, "state")
+    rootfs = os.path.join(image, "rootfs")
+    shutil.copytree(busybox_rootfs, rootfs, symlinks=True)
+
+    def rt(*args, check=True):
+        p = subprocess.run([HUTCH, "--root", root] + list(args), capture_output=True,
+                           text=True, timeout=60, stdin=subprocess.DEVNULL)
+        assert not check or p.returncode == 0, (args, p.stderr)
+        return p
+    try:
+        rt("sandbox", "-d", "--name", "dck", "--rootfs", rootfs, "--memory", "64m",
+           "--", "sh", "-c", "i=0; while [ $i -lt 30 ]; do i=$((i+1)); echo tick $i; "
+           "sleep 0.1; done; exit 5")
+        time.sleep(0.5)
+        img = os.path.join(image, "img")
+        rt("checkpoint", "--image-path", img, "dck")
+        assert os.path.exists(os.path.join(img, "hutch-sandbox.json"))
+        rt("restore", "--image-path", img, "dck")
+        assert rt("exec", "dck", "grep", "MemTotal", "/proc/meminfo").stdout.split()[1] \
+            == "65536"
+        assert rt("wait", "dck", check=False).returncode == 5
+        ticks = [int(x.split()[1]) for x in rt("logs", "dck").stdout.splitlines()]
+        assert ticks[-1] == 30 and ticks == sorted(ticks) and len(ticks) >= 25
+        rt("delete", "dck")
+        # with -t, the terminal is the keeper's: refused, by name
+        rt("sandbox", "-d", "-t", "--name", "dtt", "--rootfs", rootfs, "--", "sleep",
+           "100")
+        p = rt("checkpoint", "--image-path", os.path.join(image, "img2"), "dtt",
+               check=False)
+        assert p.returncode != 0 and "terminal" in p.stderr, p.stderr
+        rt("delete", "-f", "dtt")
+    finally:
+        subprocess.run([HUTCH, "--root", root, "delete", "-f", "dck"],
+                       capture_output=True)
+        shutil.rmtree(image)
 
 
 def test_oci_checkpoint_restore_keeps_the_views(root, busybox_rootfs):

@@ -49,6 +49,10 @@ def run(g, argv):
     o, pos = args.parse(argv, SPEC, "restore")
     cid = args.one_id(pos, "restore")
     mode, empty = parse_common(o)
+    import os
+    images = os.path.abspath(o["image_path"] or "checkpoint")
+    if os.path.exists(os.path.join(images, "hutch-sandbox.json")):
+        return _sandbox(g, cid, images, o)
     g.check_cgroup_driver()
     return restore(g.root, cid, o["bundle"] or ".", o["image_path"] or "checkpoint",
                    RestoreOptions(
@@ -59,3 +63,21 @@ def run(g, argv):
                        shell_job=o["shell_job"], file_locks=o["file_locks"],
                        lazy_pages=o["lazy"], manage_cgroups_mode=mode, empty_ns=empty,
                        auto_dedup=o["auto_dedup"], criu=g.criu))
+
+
+def _sandbox(g, cid, images, o):
+    """The images of a detached sandbox (`hutch sandbox -d`, checkpointed): a new
+    keeper restores it as its own, and the command returns once it runs."""
+    import os
+    from .. import jsonlite
+    from ..errors import HutchError
+    from ..keeper.launch import start
+    if o["bundle"] or o["console_socket"] or o["pid_file"]:
+        raise HutchError("restore: these images are a detached sandbox's, which its "
+                         "own config and keeper come with: give no --bundle, "
+                         "--console-socket or --pid-file")
+    with open(os.path.join(images, "hutch-sandbox.json"), "rb") as f:
+        spec = jsonlite.loads(f.read())
+    spec.update(root=g.root, id=cid, restore=images)
+    start(spec)
+    return 0

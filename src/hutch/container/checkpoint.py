@@ -77,7 +77,10 @@ def _checkpoint(worker, root, cid, image_path, o, criu):
             # an attachment whose work CRIU cannot carry says so (the keeper's
             # FUSE views are mounts CRIU cannot save)
             from . import attach
-            refusal = getattr(attach.resolve(entry["kind"]), "checkpoint_refusal", None)
+            cls = attach.resolve(entry["kind"])
+            refusal = getattr(cls, "checkpoint_refusal", None)
+            if callable(refusal):
+                refusal = refusal(entry.get("data"))
             if refusal:
                 raise HutchError(f"checkpoint: {refusal}", errno.EOPNOTSUPP)
         if info.rootless:
@@ -214,6 +217,8 @@ def _checkpoint(worker, root, cid, image_path, o, criu):
         if not resp.get("success"):
             raise C.failure(resp, "pre-dump" if pre_dump else "checkpoint",
                             os.path.join(work_path, opts["log_file"]))
+        if not pre_dump:
+            _checkpointed(cdir, image_path)
         if not (leave_running or pre_dump):
             # the processes are gone: the container is too, as with runc
             delete_loaded(cdir, force=True)
@@ -242,3 +247,13 @@ def attached_mounts(record):
     for entry in record.get("attachments") or ():
         out.extend((entry.get("data") or {}).get("mounts") or ())
     return out
+
+
+def _checkpointed(cdir, image_path):
+    """After a dump: what each attachment's restore needs goes beside the
+    images (a detached sandbox's keeper: its spec and its log so far)."""
+    from . import attach
+    for entry in cdir.data.get("attachments") or ():
+        saved = getattr(attach.resolve(entry["kind"]), "checkpointed", None)
+        if saved is not None:
+            saved(cdir.path, entry.get("data"), image_path)

@@ -55,18 +55,47 @@ class Keeper:
     the rootfs (so /dev/log's socket exists when it is bound)."""
 
     kind = KIND
-    checkpoint_refusal = ("a detached sandbox's stdout and stderr are pipes its "
-                          "keeper holds, which CRIU cannot carry over yet")
+    SPEC = "hutch-sandbox.json"     # beside a checkpoint's images: how to restore it
 
-    def __init__(self, on_attach):
+    @staticmethod
+    def checkpoint_refusal(data):
+        if data and data.get("tty"):
+            return ("a detached sandbox's terminal is its keeper's, which CRIU "
+                    "cannot carry over; checkpoint one made without -t")
+        return None
+
+    @staticmethod
+    def checkpointed(state_dir, data, image_path):
+        """After the dump, the keeper's spec and its log go with the images:
+        `hutch restore` of them starts a keeper that restores the sandbox as its
+        own and goes on with the same log.  The keeper is asked to drain what
+        the sandbox wrote before it was frozen first, so no line is lost."""
+        import shutil
+        d = keeper_dir(state_dir)
+        try:
+            request(d, {"t": "drain"}, timeout=5.0)
+        except HutchError:
+            pass        # a dead keeper: its log is what it wrote
+        shutil.copyfile(os.path.join(d, "spec.json"), os.path.join(image_path,
+                                                                   Keeper.SPEC))
+        logs = os.path.join(image_path, "keeper-log")
+        os.makedirs(logs, exist_ok=True)
+        for name in os.listdir(d):
+            if name.startswith("container.log"):
+                shutil.copyfile(os.path.join(d, name), os.path.join(logs, name))
+
+    def __init__(self, on_attach, tty=False):
         self._on_attach = on_attach     # called with the state directory and ctx
+        self.tty = tty
 
     def attach(self, ctx):
         from ..container.record import proc_stat
         state_dir = os.path.join(ctx.root, ctx.cid)
+        before = len(ctx.mounts)
         self._on_attach(state_dir, ctx)
         me = os.getpid()
-        return {"pid": me, "starttime": proc_stat(me)[1]}
+        return {"pid": me, "starttime": proc_stat(me)[1], "tty": self.tty,
+                "mounts": [dest for _, dest in ctx.mounts[before:]]}
 
     @staticmethod
     def detach(ctx, data):

@@ -105,10 +105,19 @@ class _Keeper:
             self.pipes = {out_r: "stdout", err_r: "stderr"}
             stdio = (null, out_w, err_w)
             opened = (null, out_w, err_w)
+        keeper = Keeper(self._attached, tty=bool(spec.get("tty")))
+        if spec.get("restore"):
+            try:
+                self.init = self._restore(raw, stdio, keeper)
+            finally:
+                for fd in opened:
+                    os.close(fd)
+            self.init_fd = os.pidfd_open(self.init)
+            return
         try:
             rec = create(self.root, self.cid, "/", CreateOptions(
                 rootless=settings.rootless, stdio=stdio, console_fd=theirs,
-                attachments=[Keeper(self._attached)]), cfg=cfg)
+                attachments=[keeper]), cfg=cfg)
         except BaseException:
             if ours >= 0:
                 os.close(ours)
@@ -130,6 +139,36 @@ class _Keeper:
             raise
         self.init_fd = os.pidfd_open(self.init)
 
+    def _restore(self, raw, stdio, keeper):
+        """The sandbox back from its checkpoint (``spec["restore"]``, the images),
+        as this keeper's own: CRIU puts this keeper's new pipes where the dump
+        had the old keeper's (inherited as our 1 and 2), and the restored init is
+        our child (CRIU's rst_sibling)."""
+        from .. import jsonlite
+        from ..container.restore import Restore, RestoreOptions
+        images = self.spec["restore"]
+        if self.settings.userns:
+            # CRIU reads the images from inside the sandbox's user namespace,
+            # through a descriptor of their directory: it must be searchable
+            os.chmod(images, os.stat(images).st_mode | 0o011)
+        bundle = os.path.join(images, f"bundle-{self.cid}")
+        os.makedirs(bundle, 0o711, exist_ok=True)
+        with open(os.path.join(bundle, "config.json"), "w") as f:
+            f.write(jsonlite.dumps(raw))
+        saved = [os.dup(fd) for fd in (1, 2)]
+        try:
+            os.dup2(stdio[1], 1)
+            os.dup2(stdio[2], 2)
+            r = Restore(self.root, self.cid, bundle, RestoreOptions(
+                detach=True, attachments=(keeper,),
+                work_path=os.path.join(images, f"work-{self.cid}")))
+            r.run(images)
+        finally:
+            for fd, old in zip((1, 2), saved):
+                os.dup2(old, fd)
+                os.close(old)
+        return r.pid
+
     def _attached(self, state_dir, ctx):
         """In create, once the state directory exists: the keeper's files, and
         the views (served from a thread: create, in this thread, binds them)."""
@@ -138,6 +177,15 @@ class _Keeper:
         me = os.getpid()
         with open(os.path.join(self.dir, "pid"), "w") as f:
             f.write(f"{me} {proc_stat(me)[1]}\n")
+        from .. import jsonlite
+        if self.spec.get("restore"):
+            import shutil
+            logs = os.path.join(self.spec["restore"], "keeper-log")
+            for name in (os.listdir(logs) if os.path.isdir(logs) else ()):
+                shutil.copyfile(os.path.join(logs, name), os.path.join(self.dir, name))
+        spec = {k: v for k, v in self.spec.items() if k not in ("restore", "id", "root")}
+        with open(os.path.join(self.dir, "spec.json"), "w") as f:
+            f.write(jsonlite.dumps(spec))     # for a checkpoint's restore
         self.devlog, self.writer = _syslog_socket(self.dir, self.spec.get("log"))
         self.control = _listen(os.path.join(self.dir, "control.sock"))
         self.attach = _listen(os.path.join(self.dir, "attach.sock"))
@@ -288,6 +336,9 @@ class _Keeper:
             if msg.get("t") == "stop":
                 self.stopping = True
                 reply = {"t": "ok"}
+            elif msg.get("t") == "drain":
+                self._drain()
+                reply = {"t": "ok"}
             elif msg.get("t") == "status":
                 reply = {"t": "status", "pid": os.getpid(), "init": self.init,
                          "running": self.init_fd is not None}
@@ -298,6 +349,31 @@ class _Keeper:
             pass
         finally:
             conn.close()
+
+    def _drain(self, wait=1.0):
+        """Reads the container's output until its writers are gone (a dumped
+        sandbox's, killed by CRIU) or ``wait`` s pass, and flushes the log."""
+        import select
+        import time
+        deadline = time.monotonic() + wait
+        while self.pipes and time.monotonic() < deadline:
+            ready, _, _ = select.select(list(self.pipes), [], [],
+                                        max(0.0, deadline - time.monotonic()))
+            for fd in ready:
+                try:
+                    data = os.read(fd, 65536)
+                except OSError:
+                    data = b""
+                if data:
+                    self.writer.write(self.pipes[fd], data)
+                else:
+                    try:
+                        self.poller.unregister(fd)
+                    except (KeyError, ValueError):
+                        pass
+                    os.close(fd)
+                    del self.pipes[fd]
+        self.writer.flush_partials()
 
     def _exited(self):
         """The init exited: its status (128+N for signal N) goes to exit-code."""
