@@ -110,12 +110,7 @@ def run(g, argv):
                          "terminal already")
     if o["detach"]:
         return _detach(g, s, kw, cmd, o, timeout)
-    views_helper = None
-    if s.views:
-        # the keeper boots while the config is built and the container made
-        from ..process.helper import Helper
-        views_helper = Helper.start(kind="keeper")
-    return run_foreground(s, cmd, g.root, o["name"], timeout, views_helper)
+    return run_foreground(s, cmd, g.root, o["name"], timeout)
 
 
 def _detach(g, s, kw, cmd, o, timeout):

@@ -243,6 +243,8 @@ class Views:
 
     @staticmethod
     def restored(ctx, data):
+        if data and data.get("local"):
+            return
         """A restored container's keeper learns its init (started before CRIU
         made it)."""
         if data:
@@ -253,6 +255,9 @@ class Views:
     def detach(ctx, data):
         from .viewsvc import unmount_left
         d = keeper_dir(os.path.join(ctx.root, ctx.cid))
+        local = _LOCAL.pop(ctx.cid, None)
+        if local is not None:
+            local.stop()            # served from this process (LocalViews)
         if data is None:
             data = _read_pid(d)
         if data is not None and data["pid"] != os.getpid():
@@ -283,3 +288,27 @@ def _reap(pid):
         os.waitpid(pid, os.WNOHANG)
     except ChildProcessError:
         pass
+
+
+_LOCAL = {}     # container id -> the ViewService this process serves
+
+
+class LocalViews(Views):
+    """The views served from a thread of the hutch command itself, for a
+    foreground `hutch sandbox`, which lives as long as its container: no
+    keeper process to start.  Recorded as :class:`Views` (same undo: if this
+    command is killed, `delete -f` detaches the dead mount)."""
+
+    def attach(self, ctx):
+        from ..container.record import proc_stat
+        from .viewsvc import ViewService
+        d = keeper_dir(os.path.join(ctx.root, ctx.cid))
+        os.makedirs(d, 0o711, exist_ok=True)
+        svc = ViewService(d, ctx.record.cgroup_paths, ctx.pid)
+        mounts = svc.start()
+        _LOCAL[ctx.cid] = svc
+        svc.serve_in_thread()
+        ctx.mounts.extend(mounts)
+        me = os.getpid()
+        return {"pid": me, "starttime": proc_stat(me)[1], "views": True,
+                "syslog": False, "mounts": [m[1] for m in mounts], "local": True}

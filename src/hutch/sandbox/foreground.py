@@ -15,7 +15,7 @@ EXIT_TIMEOUT = 124
 EXIT_OOM = 137
 
 
-def run(settings, args, root, name=None, timeout=None, views_helper=None):
+def run(settings, args, root, name=None, timeout=None):
     import _signal as signal
     from ..cgroups.manager import Manager
     from ..container.create import CreateOptions
@@ -49,8 +49,9 @@ def run(settings, args, root, name=None, timeout=None, views_helper=None):
     try:
         attachments = ()
         if settings.views:
-            from ..keeper.attach import Views
-            attachments = (Views(views_helper),)
+            # served from a thread of this command, which outlives the container
+            from ..keeper.attach import LocalViews
+            attachments = (LocalViews(),)
         code = run_container(root, cid, "/", CreateOptions(
             rootless=settings.rootless, attachments=attachments), cfg=cfg, keep=True)
     finally:
