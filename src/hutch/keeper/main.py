@@ -475,8 +475,11 @@ def serve_views(sock):
             svc.views.init_pid = pid
 
     def on_extra(fd):
-        # the container stopped (nothing left to serve), a request, or syslog
+        # the container stopped (nothing left to serve, once what it logged
+        # before it stopped is in), a request, or syslog
         if fd == init["fd"]:
+            if devlog is not None:
+                _syslog(devlog, writer)
             return True
         if devlog is not None and fd == devlog.fileno():
             _syslog(devlog, writer)
