@@ -58,13 +58,6 @@ class Keeper:
     SPEC = "hutch-sandbox.json"     # beside a checkpoint's images: how to restore it
 
     @staticmethod
-    def checkpoint_refusal(data):
-        if data and data.get("tty"):
-            return ("a detached sandbox's terminal is its keeper's, which CRIU "
-                    "cannot carry over; checkpoint one made without -t")
-        return None
-
-    @staticmethod
     def checkpointed(state_dir, data, image_path):
         """After the dump, the keeper's spec and its log go with the images:
         `hutch restore` of them starts a keeper that restores the sandbox as its

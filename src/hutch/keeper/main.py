@@ -107,6 +107,9 @@ class _Keeper:
             opened = (null, out_w, err_w)
         keeper = Keeper(self._attached, tty=bool(spec.get("tty")))
         if spec.get("restore"):
+            if ours >= 0:
+                os.close(ours)
+                os.close(theirs)
             try:
                 self.init = self._restore(raw, stdio, keeper)
             finally:
@@ -155,18 +158,38 @@ class _Keeper:
         os.makedirs(bundle, 0o711, exist_ok=True)
         with open(os.path.join(bundle, "config.json"), "w") as f:
             f.write(jsonlite.dumps(raw))
+        console = listener = None
+        if self.spec.get("tty"):
+            # CRIU makes the terminal's master anew and hands it over a console
+            # socket: this keeper's, listening beside the images
+            console = os.path.join(images, f"console-{self.cid}.sock")
+            listener = _listen(console)
+            listener.setblocking(True)
         saved = [os.dup(fd) for fd in (1, 2)]
         try:
-            os.dup2(stdio[1], 1)
-            os.dup2(stdio[2], 2)
+            if stdio is not None:
+                os.dup2(stdio[1], 1)
+                os.dup2(stdio[2], 2)
             r = Restore(self.root, self.cid, bundle, RestoreOptions(
-                detach=True, attachments=(keeper,),
+                detach=True, attachments=(keeper,), console_socket=console,
                 work_path=os.path.join(images, f"work-{self.cid}")))
             r.run(images)
+            if listener is not None:
+                from ..linux.fdpass import recv_fds
+                from .attach import accept
+                conn = accept(listener)
+                try:
+                    self.master = recv_fds(conn.fileno(), 1, bufsize=1024)[0]
+                finally:
+                    conn.close()
+                self.pipes = {self.master: "stdout"}
         finally:
             for fd, old in zip((1, 2), saved):
                 os.dup2(old, fd)
                 os.close(old)
+            if listener is not None:
+                listener.close()
+                os.unlink(console)
         return r.pid
 
     def _attached(self, state_dir, ctx):
