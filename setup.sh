@@ -110,5 +110,5 @@ ln -sf "$LAUNCHER" /usr/local/bin/hutch
 
 # --- a first container, on the embedded default -------------------------------------
 if [ "${HUTCH_SETUP_NO_DEMO:-}" = "" ]; then
-    hutch sandbox -- sh -c 'echo "hello from a hutch sandbox: hostname $(hostname), uid $(id -u) (host uid $(set -- $(cat /proc/self/uid_map); echo $2)), / is $(grep " / / " /proc/self/mountinfo | grep -o "ro,[a-z]*" | head -n1 | cut -d, -f1)"'
+    hutch sandbox -- sh -c 'echo "hello from a hutch sandbox: hostname $(hostname), uid $(id -u) (host uid $(set -- $(cat /proc/self/uid_map); echo $2)), / is $(grep -E "^[0-9]+ [0-9]+ [^ ]+ [^ ]+ / " /proc/self/mountinfo | cut -d" " -f6 | cut -d, -f1 | head -n1)"'
 fi
