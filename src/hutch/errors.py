@@ -54,6 +54,11 @@ class NotRunning(HutchError):
 class SandboxError(HutchError):
     """A library sandbox could not be made, used or removed (``errno`` is kept)."""
 
+    @classmethod
+    def of(cls, e):
+        """A core error as a SandboxError (the same text and errno)."""
+        return e if isinstance(e, SandboxError) else cls(str(e), getattr(e, "errno", None))
+
 
 class TimeoutExpired(SandboxError):
     """A wait or communicate ran out of time; the process is left running (as

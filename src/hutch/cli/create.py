@@ -22,6 +22,15 @@ SPEC = {
 }
 
 
+def keeper_hook(cfg, o, root, cid):
+    """The annotations that ask for a keeper (docs/keeper.md): only a config
+    that has them imports the keeper."""
+    ann = cfg.annotations or {}
+    if "org.hutch.proc" in ann or "org.hutch.syslog" in ann:
+        from ..keeper.oci import apply
+        apply(cfg, o, root, cid)
+
+
 def common(g, o):
     from ..errors import HutchError
     g.check_cgroup_driver()
@@ -30,7 +39,8 @@ def common(g, o):
     from ..container.create import CreateOptions
     return CreateOptions(console_socket=o["console_socket"], pid_file=o["pid_file"],
                          no_pivot=o["no_pivot"], no_new_keyring=o["no_new_keyring"],
-                         preserve_fds=o["preserve_fds"] or 0, rootless=g.is_rootless())
+                         preserve_fds=o["preserve_fds"] or 0, rootless=g.is_rootless(),
+                         config_hooks=(keeper_hook,))
 
 
 def run(g, argv):

@@ -46,6 +46,7 @@ def help_status(g):
 def run(g, argv):
     from ..container.restore import RestoreOptions, restore
     from .checkpoint import parse_common
+    from .create import keeper_hook
     o, pos = args.parse(argv, SPEC, "restore")
     cid = args.one_id(pos, "restore")
     mode, empty = parse_common(o)
@@ -62,7 +63,8 @@ def run(g, argv):
                        tcp_established=o["tcp"], ext_unix_sk=o["ext_unix_sk"],
                        shell_job=o["shell_job"], file_locks=o["file_locks"],
                        lazy_pages=o["lazy"], manage_cgroups_mode=mode, empty_ns=empty,
-                       auto_dedup=o["auto_dedup"], criu=g.criu))
+                       auto_dedup=o["auto_dedup"], criu=g.criu,
+                       config_hooks=(keeper_hook,)))
 
 
 def _sandbox(g, cid, images, o):
@@ -76,8 +78,10 @@ def _sandbox(g, cid, images, o):
         raise HutchError("restore: these images are a detached sandbox's, which its "
                          "own config and keeper come with: give no --bundle, "
                          "--console-socket or --pid-file")
+    from ..sandbox.detached import keeper_spec
     with open(os.path.join(images, "hutch-sandbox.json"), "rb") as f:
-        spec = jsonlite.loads(f.read())
-    spec.update(root=g.root, id=cid, restore=images)
-    start(spec)
+        old = jsonlite.loads(f.read())
+    # its config made anew for this name (its keeper's paths are under it)
+    start(keeper_spec(g.root, cid, old["settings"], old["args"], old.get("log"),
+                      old.get("tty"), old.get("term"), restore=images))
     return 0

@@ -118,7 +118,7 @@ def _detach(g, s, kw, cmd, o, timeout):
     from ..container.record import default_root, validate_id
     from ..errors import HutchError
     from ..keeper.launch import start
-    from ..sandbox.config import INIT_PATH, parse_size
+    from ..sandbox.config import parse_size
     if timeout is not None:
         raise HutchError("sandbox: --timeout is for the foreground; a detached "
                          "sandbox runs until `hutch kill` or `hutch delete`")
@@ -131,9 +131,9 @@ def _detach(g, s, kw, cmd, o, timeout):
         if o["log_max_files"] < 1:
             raise HutchError("--log-max-files must be at least 1")
         log["max_files"] = o["log_max_files"]
+    from ..sandbox.detached import keeper_spec
     kw = dict(kw, volumes=[list(v) for v in s.volumes])
-    start({"root": g.root or default_root(), "id": cid, "settings": kw,
-           "init": [INIT_PATH, "--"], "args": cmd, "log": log, "tty": o["tty"],
-           "term": os.environ.get("TERM")})
+    start(keeper_spec(g.root or default_root(), cid, kw, cmd, log, o["tty"],
+                      os.environ.get("TERM")))
     print(cid)
     return 0

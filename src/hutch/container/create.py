@@ -34,6 +34,8 @@ class CreateOptions(P.Options):
     attachments = ()          # :mod:`.attach` objects, run in order
     stdio = None              # (fd, fd, fd): the init's 0, 1, 2 (else the caller's)
     helper = None             # a started process.helper.Helper to use (the library's)
+    config_hooks = ()         # fn(cfg, opts, root, cid) before anything is made: the
+                              # CLI's (annotations that ask for a keeper)
 
 
 def create(root, cid, bundle, opts=None, cfg=None):
@@ -54,7 +56,8 @@ def _create(root, cid, bundle, o, cfg):
     if cfg is None:
         cfg = P.load(bundle)
     rootless = is_rootless() if o.rootless is None else o.rootless
-    _keeper_annotations(cfg, o, root, cid)
+    for hook in o.config_hooks:
+        hook(cfg, o, root, cid)
     if rootless and not cfg.new_ns("user") and not cfg.has_ns("user"):
         raise ConfigError("config.json: linux.namespaces: rootless containers need a "
                           "user namespace (hutch spec --rootless writes one)", errno.EPERM)
@@ -246,36 +249,6 @@ def undo(rec, mgr, root=None):
             mgr.destroy_created()
         except HutchError:
             pass
-
-
-def _keeper_annotations(cfg, o, root, cid):
-    """org.hutch.proc: "virtual" (the container's own /proc and /sys views) and
-    org.hutch.syslog: "capture" (its /dev/log into a log `hutch logs` reads), for
-    any engine's container: a keeper serves them (:mod:`hutch.keeper`)."""
-    ann = cfg.annotations or {}
-    proc, syslog = ann.get("org.hutch.proc"), ann.get("org.hutch.syslog")
-    if proc not in (None, "host", "virtual"):
-        raise ConfigError(f"config.json: annotations: org.hutch.proc is 'virtual' or "
-                          f"'host', not {proc!r}", errno.EINVAL)
-    if syslog not in (None, "capture", "none"):
-        raise ConfigError(f"config.json: annotations: org.hutch.syslog is 'capture' "
-                          f"or 'none', not {syslog!r}", errno.EINVAL)
-    if (proc == "virtual" or syslog == "capture") and not any(
-            getattr(a, "kind", "").startswith("hutch.keeper.") for a in o.attachments):
-        from ..keeper.attach import Views
-        o.attachments = tuple(o.attachments) + (
-            Views(views=proc == "virtual", syslog=syslog == "capture"),)
-        if proc == "virtual":
-            # sysinfo(2) too, answered by the keeper (unless the engine has a
-            # seccomp agent of its own: one listener per filter)
-            from ..keeper.attach import keeper_dir
-            from ..keeper.sysinfo import add_rule, allow_all_but_sysinfo
-            from ..keeper.viewsvc import listener_path
-            listener = listener_path(keeper_dir(os.path.join(root, cid)))
-            if cfg.seccomp is None:
-                cfg.seccomp = allow_all_but_sysinfo(listener)
-            else:
-                add_rule(cfg.seccomp, listener)
 
 
 def validate(cfg):

@@ -34,6 +34,7 @@ class RestoreOptions(Options):
     criu = None
     frozen = False      # freeze it as soon as it is back (a migration thaws it)
     attachments = ()    # :mod:`.attach` objects for the restored container
+    config_hooks = ()   # as CreateOptions': fn(cfg, opts, root, cid)
 
 
 def restore(root, cid, bundle, image_path, opts=None):
@@ -64,8 +65,8 @@ class Restore:
         C.check_version(criu, root)
         self.bundle = os.path.abspath(bundle)
         self.cfg = cfg = P.load(self.bundle)
-        from .create import _keeper_annotations
-        _keeper_annotations(cfg, o, root, cid)      # as create: its keeper, anew
+        for hook in o.config_hooks:     # as create's: a keeper of its own, anew
+            hook(cfg, o, root, cid)
         self.attached = []
         self.record = P.criu_record(cfg, self.bundle)
         self.info = info = P.CriuRecord(self.record)

@@ -14,39 +14,10 @@ import errno
 import os
 
 from ..errors import HutchError
+from .sock import accept, keeper_dir, unix_path  # noqa: F401  (the keeper's own)
 
 KIND = "hutch.keeper.attach:Keeper"
 STOP_TIMEOUT = 3.0
-
-
-def keeper_dir(state_dir):
-    return os.path.join(state_dir, "keeper")
-
-
-def accept(listening):
-    """accept() on a _socket.socket (the C type has only _accept)."""
-    import _socket
-    fd, _ = listening._accept()
-    return _socket.socket(fileno=fd)
-
-
-class unix_path:
-    """A unix socket's path short enough for sockaddr_un (108 bytes): itself, or
-    its name through /proc/self/fd of its directory (a deep --root)."""
-
-    def __init__(self, path):
-        self.path, self.fd = path, -1
-
-    def __enter__(self):
-        if len(self.path.encode()) < 100:
-            return self.path
-        d, name = os.path.split(self.path)
-        self.fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        return f"/proc/self/fd/{self.fd}/{name}"
-
-    def __exit__(self, *exc):
-        if self.fd >= 0:
-            os.close(self.fd)
 
 
 class Keeper:
@@ -190,6 +161,7 @@ def _read_pid(d):
 
 
 VIEWS_KIND = "hutch.keeper.attach:Views"
+HELPER_KIND = "hutch.keeper.main:serve_views"  # the views keeper, as a helper kind
 
 
 class Views:
@@ -197,7 +169,7 @@ class Views:
     (meminfo, cpuinfo, stat, uptime, loadavg, diskstats, swaps, and the cpu
     online/present/possible lists): a keeper process serves them over FUSE and
     create binds them over the container's files.  ``helper``: a keeper
-    started ahead (a :class:`hutch.process.helper.Helper` of kind "keeper"),
+    started ahead (a :class:`hutch.process.helper.Helper` of :data:`HELPER_KIND`),
     else one is started here."""
 
     kind = VIEWS_KIND
@@ -212,7 +184,7 @@ class Views:
             raise HutchError("the /proc and /sys views need the container's cgroup, "
                              "and it has none (rootless without a delegated cgroup "
                              "tree)", errno.EOPNOTSUPP)
-        h, self.helper = self.helper or Helper.start(kind="keeper"), None
+        h, self.helper = self.helper or Helper.start(kind=HELPER_KIND), None
         try:
             channel.send(h.sock, {"t": "views", "init_pid": ctx.pid,
                                   "dir": keeper_dir(os.path.join(ctx.root, ctx.cid)),

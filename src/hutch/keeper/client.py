@@ -107,7 +107,7 @@ def attach(root, cid):
     import _socket
     import select
     import struct
-    from .attach import unix_path
+    from .sock import unix_path
     cdir, data = _keeper(root, cid, "attach")
     if not _alive(data):
         raise HutchError(f"attach: the keeper of {cid} is gone (the container "

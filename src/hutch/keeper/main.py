@@ -57,7 +57,7 @@ class _Keeper:
         self.spec = spec
         self.root, self.cid = spec["root"], spec["id"]
         self.state_dir = os.path.join(self.root, self.cid)
-        from .attach import keeper_dir
+        from .sock import keeper_dir
         self.dir = keeper_dir(self.state_dir)
         self.writer = self.devlog = self.control = self.attach = None
         self.pipes = {}         # fd -> stream name
@@ -66,7 +66,7 @@ class _Keeper:
         self.clients = []           # `hutch attach` connections
         self._pending = {}          # fd -> a client's partial frame
         self.stopping = False
-        self.settings = self.views = None
+        self.views = None
 
     # --- making the container ------------------------------------------------------
     def make(self):
@@ -74,22 +74,13 @@ class _Keeper:
         from ..container.create import CreateOptions, create
         from ..container.lifecycle import delete, start
         from ..linux import kernel as K
-        from ..sandbox.config import Settings
         from ..spec.config import parse_config
         from .attach import Keeper
         for s in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
             signal.signal(s, signal.SIG_IGN)
         K.kernel().prctl(K.PR_SET_CHILD_SUBREAPER, 1)
         spec = self.spec
-        settings = self.settings = Settings(**spec["settings"])
-        devlog = os.path.join(self.dir, "dev-log")
-        mounts = [{"destination": "/dev/log", "type": "bind", "source": devlog,
-                   "options": ["bind", "nosuid", "nodev", "noexec"]}]
-        raw = settings.config(spec["init"] + spec["args"], self.root,
-                              extra_mounts=mounts, cid=self.cid)
-        if spec.get("tty"):
-            raw["process"]["terminal"] = True
-            raw["process"]["env"].append("TERM=" + (spec.get("term") or "xterm"))
+        raw = spec["config"]    # made by the front door (hutch.sandbox.detached)
         cfg = parse_config(raw, "sandbox")
         null = os.open("/dev/null", os.O_RDWR | os.O_CLOEXEC)
         ours = theirs = -1
@@ -119,7 +110,7 @@ class _Keeper:
             return
         try:
             rec = create(self.root, self.cid, "/", CreateOptions(
-                rootless=settings.rootless, stdio=stdio, console_fd=theirs,
+                rootless=spec["rootless"], stdio=stdio, console_fd=theirs,
                 attachments=[keeper]), cfg=cfg)
         except BaseException:
             if ours >= 0:
@@ -150,7 +141,7 @@ class _Keeper:
         from .. import jsonlite
         from ..container.restore import Restore, RestoreOptions
         images = self.spec["restore"]
-        if self.settings.userns:
+        if self.spec.get("userns"):
             # CRIU reads the images from inside the sandbox's user namespace,
             # through a descriptor of their directory: it must be searchable
             os.chmod(images, os.stat(images).st_mode | 0o011)
@@ -176,7 +167,7 @@ class _Keeper:
             r.run(images)
             if listener is not None:
                 from ..linux.fdpass import recv_fds
-                from .attach import accept
+                from .sock import accept
                 conn = accept(listener)
                 try:
                     self.master = recv_fds(conn.fileno(), 1, bufsize=1024)[0]
@@ -206,13 +197,14 @@ class _Keeper:
             logs = os.path.join(self.spec["restore"], "keeper-log")
             for name in (os.listdir(logs) if os.path.isdir(logs) else ()):
                 shutil.copyfile(os.path.join(logs, name), os.path.join(self.dir, name))
-        spec = {k: v for k, v in self.spec.items() if k not in ("restore", "id", "root")}
+        spec = {k: v for k, v in self.spec.items()
+                if k in ("settings", "args", "log", "tty", "term")}
         with open(os.path.join(self.dir, "spec.json"), "w") as f:
             f.write(jsonlite.dumps(spec))     # for a checkpoint's restore
         self.devlog, self.writer = _syslog_socket(self.dir, self.spec.get("log"))
         self.control = _listen(os.path.join(self.dir, "control.sock"))
         self.attach = _listen(os.path.join(self.dir, "attach.sock"))
-        if self.settings.views:
+        if self.spec.get("views"):
             from .viewsvc import ViewService
             self.views = ViewService(self.dir, ctx.record.cgroup_paths, ctx.pid)
             ctx.mounts.extend(self.views.start())
@@ -272,7 +264,7 @@ class _Keeper:
     # --- hutch attach ---------------------------------------------------------------
     def _new_client(self):
         import select
-        from .attach import accept
+        from .sock import accept
         try:
             conn = accept(self.attach)
         except BlockingIOError:
@@ -343,7 +335,7 @@ class _Keeper:
     def _request(self):
         from .. import jsonlite
         try:
-            from .attach import accept
+            from .sock import accept
             conn = accept(self.control)
         except BlockingIOError:
             return
@@ -443,7 +435,8 @@ class _Keeper:
 
 # --- the keeper of a container it did not make: the views -------------------------
 def serve_views(sock):
-    """A keeper started as a helper of kind "keeper" (by :class:`.attach.Views`,
+    """A keeper started as a helper of kind :data:`.attach.HELPER_KIND` (by
+    :class:`.attach.Views`,
     from `create`): it serves the container's /proc and /sys views and (with
     "syslog") takes what the container sends to /dev/log into its log, until the
     container's init exits or it is told to stop.  Its own session and
@@ -536,7 +529,7 @@ def _syslog_socket(d, log=None):
     """The datagram socket bound over the container's /dev/log, and the log
     its messages go to."""
     import _socket
-    from .attach import unix_path
+    from .sock import unix_path
     from .logfile import LogWriter
     log = log or {}
     writer = LogWriter(os.path.join(d, "container.log"),
@@ -564,7 +557,7 @@ def _syslog(devlog, writer):
 
 def _listen(path):
     import _socket
-    from .attach import unix_path
+    from .sock import unix_path
     c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
     with unix_path(path) as short:
         c.bind(short)
@@ -578,7 +571,7 @@ def _answer(control, jsonlite, on_init=None):
     """One request on the control socket; True if it was "stop".  "init" gives
     a restored container's init pid (``on_init(pid)``)."""
     try:
-        from .attach import accept
+        from .sock import accept
         conn = accept(control)
     except BlockingIOError:
         return False

@@ -74,7 +74,7 @@ def receive_fd(listen_sock):
     import _socket
     from ..linux.fdpass import unpack_fds
     try:
-        from .attach import accept
+        from .sock import accept
         conn = accept(listen_sock)
     except BlockingIOError:
         return -1

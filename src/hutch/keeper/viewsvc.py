@@ -37,7 +37,7 @@ class ViewService:
         [(host path, container path)] to bind.  The server must then be served
         (:meth:`serve`) before anything touches the mount."""
         import _socket
-        from .attach import unix_path
+        from .sock import unix_path
         from .views import TARGETS
         os.makedirs(self.mountpoint, 0o755, exist_ok=True)
         path = listener_path(self.dir)

@@ -106,7 +106,7 @@ class Helper:
                     from ..linux import exeguard
                     exe = exeguard.guarded_exe_fd()
                 if exe is None:
-                    if kind in ("zygote", "keeper"):
+                    if ":" in kind:
                         # nothing of the caller's but stdio: it lives on, and a
                         # library caller's other threads may hold fds (a
                         # container's lock) it must not keep (a helper keeps
@@ -227,15 +227,11 @@ def wait_joined(sock):
 
 def serve(sock, kind="create"):
     """The helper's main: import the container side, wait for the plan, run it
-    (or, as the "zygote", fork helpers: :mod:`hutch.process.zygote`)."""
+    (or, for a kind "hutch.MODULE:FUNCTION", run that: the zygote of
+    :mod:`hutch.process.zygote`, the keeper's views)."""
     os.set_inheritable(sock, False)
-    if kind == "zygote":
-        from . import zygote
-        zygote.serve(sock)
-        os._exit(0)
-    if kind == "keeper":        # the keeper of a container's views (hutch.keeper)
-        from ..keeper.main import serve_views
-        serve_views(sock)
+    if ":" in kind:             # a helper of another layer's (the keeper)
+        serve_booted(sock, kind)
     if kind == "enter":
         from . import enter
         enter.preload()
@@ -246,10 +242,11 @@ def serve(sock, kind="create"):
 
 
 def serve_booted(sock, kind):
-    """:func:`serve`, its imports done."""
-    if kind == "keeper":
-        from ..keeper.main import serve_views
-        serve_views(sock)
+    """:func:`serve`, its imports done.  A kind "hutch.MODULE:FUNCTION" (the
+    keeper's) runs that function with the channel instead."""
+    if ":" in kind:
+        function(kind)(sock)
+        os._exit(0)
     msg = channel.recv(sock)
     _unspread()
     prepared = None
@@ -305,3 +302,12 @@ def _take_stdio(plan, fds, sock):
         os.close(fd)
     plan["stdio"] = None
     return sock
+
+
+def function(kind):
+    """The function a "hutch.MODULE:FUNCTION" kind names (imported)."""
+    import importlib
+    mod, _, name = kind.partition(":")
+    if not mod.startswith("hutch.") or not name.isidentifier():
+        raise ValueError(f"helper kind {kind!r}: not a hutch.MODULE:FUNCTION")
+    return getattr(importlib.import_module(mod), name)

@@ -21,6 +21,7 @@ import os
 
 from . import channel
 
+KIND = "hutch.process.zygote:serve"      # the helper kind that runs it
 CLONE_PARENT = 0x00008000
 SIGCHLD = 17
 
@@ -40,9 +41,8 @@ def _clone_parent():
 
 
 def serve(sock):
-    """The zygote's main (in a helper started with kind "zygote")."""
+    """The zygote's main (a helper of kind :data:`KIND`)."""
     from . import enter, helper, init
-    from ..keeper import fuse, main, views, viewsvc  # noqa: F401  (kind "keeper")
     init.preload()
     enter.preload()
     helper._unspread()      # its helpers run on any CPU
@@ -52,11 +52,13 @@ def serve(sock):
             os._exit(0)
         fd = channel.recv_fds(sock, 1)[0]
         try:
+            if ":" in msg["kind"]:
+                helper.function(msg["kind"])    # imported here once: warm after
             pid = _clone_parent()
-        except OSError as e:
+        except (OSError, ImportError, ValueError, AttributeError) as e:
             os.close(fd)
-            channel.send(sock, {"t": "error", "errno": e.errno,
-                                "msg": f"fork a helper: {e.strerror}"})
+            channel.send(sock, {"t": "error", "errno": getattr(e, "errno", None),
+                                "msg": f"fork a helper: {e}"})
             continue
         if pid == 0:
             try:
@@ -73,7 +75,7 @@ class Zygote:
 
     def __init__(self):
         from .helper import Helper
-        self._h = Helper.start(kind="zygote")
+        self._h = Helper.start(kind=KIND)
 
     @property
     def strict(self):

@@ -26,14 +26,6 @@ _SETTINGS = ("rootfs", "volumes", "env", "workdir", "hostname", "memory", "cpus"
              "memory_swap", "cpuset_cpus", "cap_add", "cap_drop")
 
 
-def _error(e):
-    """A core error as the library's :class:`SandboxError` (same text, errno)."""
-    if isinstance(e, SandboxError):
-        return e
-    err = SandboxError(str(e), getattr(e, "errno", None))
-    return err
-
-
 class Sandbox:
     """A container for untrusted code; see docs/python-api.md.
 
@@ -60,7 +52,7 @@ class Sandbox:
             self.name = name or "sb-" + os.urandom(6).hex()
             validate_id(self.name)
         except HutchError as e:
-            raise _error(e) from None
+            raise SandboxError.of(e) from None
         self.timeout = timeout
         self.root = root or default_root()
         self.pid = None
@@ -89,13 +81,13 @@ class Sandbox:
                                                         cid=self.name), "sandbox")
                 attachments = ()
                 if self.settings.views:
-                    from ..keeper.attach import Views
-                    attachments = (Views(spares.take("keeper")),)
+                    from ..keeper.attach import HELPER_KIND, Views
+                    attachments = (Views(spares.take(HELPER_KIND)),)
                 rec = create(self.root, self.name, "/", CreateOptions(
                     rootless=self.settings.rootless, stdio=(null, null, null),
                     helper=spares.take("create"), attachments=attachments), cfg=cfg)
             except HutchError as e:
-                raise _error(e) from None
+                raise SandboxError.of(e) from None
             finally:
                 os.close(null)
             self.pid = rec.pid
@@ -106,7 +98,7 @@ class Sandbox:
                 delete(self.root, self.name, force=True)
                 self._reap_init()
                 self.pid = None
-                raise _error(e) from None
+                raise SandboxError.of(e) from None
         return self
 
     def close(self):
@@ -121,7 +113,7 @@ class Sandbox:
             try:
                 delete(self.root, self.name, force=True)
             except HutchError as e:
-                raise _error(e) from None
+                raise SandboxError.of(e) from None
             finally:
                 for p in list(self._live):
                     try:
@@ -227,7 +219,7 @@ class Sandbox:
         except HutchError as e:
             if group is not None:
                 group.remove()
-            raise _error(e) from None
+            raise SandboxError.of(e) from None
         p = Process(args, pid, group, *ours, oom_count=count, started=started)
         with self._lock:
             self._live.add(p)
@@ -306,7 +298,7 @@ class Sandbox:
                 k.capset(eff, perm, inh)    # setfsuid dropped the file capabilities
             return fn(rootfd, *args)
         except HutchError as e:
-            raise _error(e) from None
+            raise SandboxError.of(e) from None
         except OSError as e:
             raise SandboxError.from_os(f"{fn.__name__} in sandbox {self.name}", e) \
                 from None
@@ -373,7 +365,7 @@ class Sandbox:
         try:
             snap = save(self, path, leave_running)
         except HutchError as e:
-            raise _error(e) from None
+            raise SandboxError.of(e) from None
         if not leave_running:
             self.close()
         return snap

@@ -114,7 +114,6 @@ def load(cls, snapshot, name, root, timeout):
     from ..container.restore import Restore, RestoreOptions
     from ..errors import HutchError
     from ..linux.fs import rmtree
-    from .api import _error
     snap = snapshot if isinstance(snapshot, Snapshot) else Snapshot(snapshot)
     settings = dict(snap.settings)
     settings["volumes"] = [tuple(v) if isinstance(v, list) else v
@@ -132,9 +131,9 @@ def load(cls, snapshot, name, root, timeout):
                                                       cid=sb.name)))
         attachments = ()
         if sb.settings.views:
-            from ..keeper.attach import Views
+            from ..keeper.attach import HELPER_KIND, Views
             from . import spares
-            attachments = (Views(spares.take("keeper")),)
+            attachments = (Views(spares.take(HELPER_KIND)),)
         r = Restore(sb.root, sb.name, bundle, RestoreOptions(
             detach=True, work_path=work, attachments=attachments))
         r.run(snap.images)
@@ -142,7 +141,7 @@ def load(cls, snapshot, name, root, timeout):
         cdir = load_container(sb.root, sb.name, lock=False)
         sb._paths = cdir.data.cgroup_paths
     except HutchError as e:
-        raise _error(e) from None
+        raise SandboxError.of(e) from None
     try:
         rmtree(work)
     except (OSError, HutchError):

@@ -32,8 +32,8 @@ def warm():
 
 
 def take(kind):
-    """A ready helper of ``kind`` ("create", "enter", or "keeper" for a views
-    keeper) for CreateOptions or ExecOptions ``helper`` (or the keeper's
+    """A ready helper of ``kind`` ("create", "enter", or a "hutch.MODULE:FUNCTION"
+    kind such as the views keeper's) for CreateOptions or ExecOptions ``helper`` (or the keeper's
     attachment); None if the zygote cannot give one (the core then
     starts a helper the usual way)."""
     from ..errors import HutchError
