@@ -14,7 +14,7 @@ import errno
 import os
 
 from ..errors import HutchError
-from .sock import accept, keeper_dir, unix_path  # noqa: F401  (the keeper's own)
+from .sock import accept, alive, keeper_dir, unix_path  # noqa: F401  (the keeper's)
 
 KIND = "hutch.keeper.attach:Keeper"
 STOP_TIMEOUT = 3.0
@@ -80,15 +80,7 @@ class Keeper:
     def annotations(state_dir, data):
         """What `hutch state` adds: whether the keeper runs, and the exit code
         it recorded."""
-        from ..container.record import pidfd
-        out = {}
-        alive = False
-        if data:
-            fd = pidfd(data["pid"], data["starttime"])
-            if fd is not None:
-                alive = True
-                os.close(fd)
-        out["org.hutch.keeper"] = "running" if alive else "gone"
+        out = {"org.hutch.keeper": "running" if alive(data) else "gone"}
         if os.path.isdir(os.path.join(keeper_dir(state_dir), "views")):
             out["org.hutch.proc"] = "virtual"
         code = exit_code(state_dir)
@@ -232,14 +224,7 @@ class Views:
 
     @staticmethod
     def annotations(state_dir, data):
-        from ..container.record import pidfd
-        alive = False
-        if data:
-            fd = pidfd(data["pid"], data["starttime"])
-            if fd is not None:
-                alive = True
-                os.close(fd)
-        out = {"org.hutch.keeper": "running" if alive else "gone"}
+        out = {"org.hutch.keeper": "running" if alive(data) else "gone"}
         if not data or data.get("views", True):
             out["org.hutch.proc"] = "virtual"
         if data and data.get("syslog"):

@@ -24,15 +24,8 @@ def _keeper(root, cid, verb):
 
 
 def _alive(data):
-    from ..container.record import pidfd
-    if not data:
-        return False
-    fd = pidfd(data["pid"], data["starttime"])
-    if fd is None:
-        return False
-    os.close(fd)
-    return True
-
+    from .sock import alive
+    return alive(data)
 
 def wait(root, cid, poll=0.05):
     """Blocks until the container stops; returns its exit code."""

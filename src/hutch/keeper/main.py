@@ -333,37 +333,22 @@ class _Keeper:
         _syslog(self.devlog, self.writer)
 
     def _request(self):
-        from .. import jsonlite
-        try:
-            from .sock import accept
-            conn = accept(self.control)
-        except BlockingIOError:
+        from .sock import read_request, reply
+        conn, msg = read_request(self.control)
+        if conn is None:
             return
-        try:
-            conn.settimeout(1.0)
-            line = b""
-            while not line.endswith(b"\n"):
-                chunk = conn.recv(4096)
-                if not chunk:
-                    break
-                line += chunk
-            msg = jsonlite.loads(line.decode()) if line.strip() else {}
-            if msg.get("t") == "stop":
-                self.stopping = True
-                reply = {"t": "ok"}
-            elif msg.get("t") == "drain":
-                self._drain()
-                reply = {"t": "ok"}
-            elif msg.get("t") == "status":
-                reply = {"t": "status", "pid": os.getpid(), "init": self.init,
-                         "running": self.init_fd is not None}
-            else:
-                reply = {"t": "error", "msg": f"unknown request {msg.get('t')!r}"}
-            conn.sendall(jsonlite.dumps(reply).encode() + b"\n")
-        except (OSError, ValueError):
-            pass
-        finally:
-            conn.close()
+        if msg.get("t") == "stop":
+            self.stopping = True
+            answer = {"t": "ok"}
+        elif msg.get("t") == "drain":
+            self._drain()
+            answer = {"t": "ok"}
+        elif msg.get("t") == "status":
+            answer = {"t": "status", "pid": os.getpid(), "init": self.init,
+                      "running": self.init_fd is not None}
+        else:
+            answer = {"t": "error", "msg": f"unknown request {msg.get('t')!r}"}
+        reply(conn, answer)
 
     def _drain(self, wait=1.0):
         """Reads the container's output until its writers are gone (a dumped
@@ -442,7 +427,6 @@ def serve_views(sock):
     container's init exits or it is told to stop.  Its own session and
     /dev/null stdio: a terminal's Ctrl-C is not for it."""
     import select
-    from .. import jsonlite
     from ..container.record import proc_stat
     from .viewsvc import ViewService
     os.set_inheritable(sock, False)
@@ -500,7 +484,7 @@ def serve_views(sock):
         if devlog is not None and fd == devlog.fileno():
             _syslog(devlog, writer)
             return False
-        return _answer(control, jsonlite, on_init)
+        return _answer(control, on_init)
     extra = [control.fileno()] + ([init["fd"]] if init["fd"] >= 0 else []) + \
         ([devlog.fileno()] if devlog else [])
     try:
@@ -556,45 +540,18 @@ def _syslog(devlog, writer):
 
 
 def _listen(path):
-    import _socket
-    from .sock import unix_path
-    c = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-    with unix_path(path) as short:
-        c.bind(short)
-    os.chmod(path, 0o600)
-    c.listen(8)
-    c.setblocking(False)
-    return c
+    from .sock import listen
+    return listen(path)
 
-
-def _answer(control, jsonlite, on_init=None):
+def _answer(control, on_init=None):
     """One request on the control socket; True if it was "stop".  "init" gives
     a restored container's init pid (``on_init(pid)``)."""
-    try:
-        from .sock import accept
-        conn = accept(control)
-    except BlockingIOError:
+    from .sock import read_request, reply
+    conn, msg = read_request(control)
+    if conn is None:
         return False
-    stop = False
-    try:
-        conn.settimeout(1.0)
-        line = b""
-        while not line.endswith(b"\n"):
-            chunk = conn.recv(4096)
-            if not chunk:
-                break
-            line += chunk
-        msg = jsonlite.loads(line.decode()) if line.strip() else {}
-        stop = msg.get("t") == "stop"
-        if msg.get("t") == "init" and on_init is not None:
-            on_init(int(msg["pid"]))
-            reply = {"t": "ok"}
-        else:
-            reply = {"t": "ok"} if stop else {"t": "status", "pid": os.getpid()}
-        conn.sendall(jsonlite.dumps(reply).encode() + b"\n")
-    except (OSError, ValueError):
-        pass
-    finally:
-        conn.close()
-    return stop
-
+    if msg.get("t") == "init" and on_init is not None:
+        on_init(int(msg["pid"]))
+    reply(conn, {"t": "ok"} if msg.get("t") in ("stop", "init") else
+          {"t": "status", "pid": os.getpid()})
+    return msg.get("t") == "stop"

@@ -32,3 +32,60 @@ class unix_path:
     def __exit__(self, *exc):
         if self.fd >= 0:
             os.close(self.fd)
+
+
+def listen(path, mode=0o600, backlog=8):
+    """A non-blocking unix stream socket listening at ``path``."""
+    import _socket
+    s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
+    with unix_path(path) as short:
+        s.bind(short)
+    os.chmod(path, mode)
+    s.listen(backlog)
+    s.setblocking(False)
+    return s
+
+
+def read_request(listening):
+    """Accepts one control request: (connection, message), or (None, None) if
+    none is waiting or it was unreadable.  The caller answers with
+    :func:`reply` and closes the connection."""
+    from .. import jsonlite
+    try:
+        conn = accept(listening)
+    except BlockingIOError:
+        return None, None
+    try:
+        conn.settimeout(1.0)
+        line = b""
+        while not line.endswith(b"\n"):
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            line += chunk
+        return conn, (jsonlite.loads(line.decode()) if line.strip() else {})
+    except (OSError, ValueError):
+        conn.close()
+        return None, None
+
+
+def reply(conn, msg):
+    from .. import jsonlite
+    try:
+        conn.sendall(jsonlite.dumps(msg).encode() + b"\n")
+    except OSError:
+        pass
+    finally:
+        conn.close()
+
+
+def alive(data):
+    """Whether the keeper recorded as ``data`` ({"pid", "starttime"}) runs."""
+    from ..container.record import pidfd
+    if not data:
+        return False
+    fd = pidfd(data["pid"], data["starttime"])
+    if fd is None:
+        return False
+    os.close(fd)
+    return True

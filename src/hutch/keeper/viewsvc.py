@@ -36,18 +36,10 @@ class ViewService:
         """Mounts the views and listens for seccomp notify fds; returns
         [(host path, container path)] to bind.  The server must then be served
         (:meth:`serve`) before anything touches the mount."""
-        import _socket
-        from .sock import unix_path
+        from .sock import listen
         from .views import TARGETS
         os.makedirs(self.mountpoint, 0o755, exist_ok=True)
-        path = listener_path(self.dir)
-        s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)
-        with unix_path(path) as short:
-            s.bind(short)
-        os.chmod(path, 0o600)
-        s.listen(16)
-        s.setblocking(False)
-        self.listener = s
+        self.listener = listen(listener_path(self.dir), backlog=16)
         self.server.mount(self.mountpoint)
         return [(os.path.join(self.mountpoint, name), TARGETS[name])
                 for name in self.views.files()]
@@ -124,13 +116,5 @@ class ViewService:
 
 def unmount_left(keeper_dir):
     """The undo's side: a views mount a dead keeper left (lazily detached)."""
-    from ..linux import kernel as K
-    path = os.path.join(keeper_dir, "views")
-    try:
-        K.kernel().umount2(path, K.MNT_DETACH)
-    except OSError:
-        pass
-    try:
-        os.rmdir(path)
-    except OSError:
-        pass
+    from ..linux.fs import unmount_dir
+    unmount_dir(os.path.join(keeper_dir, "views"))
