@@ -7,6 +7,7 @@ import os
 
 from ..errors import HutchError
 from .attach import KIND, VIEWS_KIND, exit_code, keeper_dir
+from .sock import alive
 
 
 def _keeper(root, cid, verb):
@@ -22,10 +23,6 @@ def _keeper(root, cid, verb):
     raise HutchError(f"{verb}: container {cid} has no keeper (only a detached "
                      "sandbox, `hutch sandbox -d`, has one)", errno.EINVAL)
 
-
-def _alive(data):
-    from .sock import alive
-    return alive(data)
 
 def wait(root, cid, poll=0.05):
     """Blocks until the container stops; returns its exit code."""
@@ -46,7 +43,7 @@ def wait(root, cid, poll=0.05):
         if not os.path.isdir(cdir.path):
             raise HutchError(f"wait: container {cid} was deleted before its exit code "
                              "was read", errno.ENOENT)
-        if not _alive(data) or time.monotonic() > deadline:
+        if not alive(data) or time.monotonic() > deadline:
             raise HutchError(f"wait: container {cid} stopped, but its keeper is gone "
                              "without recording its exit code", errno.ESRCH)
         time.sleep(poll)
@@ -66,7 +63,7 @@ def logs(root, cid, follow=False, tail=None, since=None, timestamps=False,
     try:
         if follow:
             def stopped():
-                return not _alive(data) and cdir.data.pidfd() is None
+                return not alive(data) and cdir.data.pidfd() is None
             # the old records first, then what comes, with no gap between them
             records = L.follow(path, stopped, history="all" if tail is None else tail,
                                since_ns=since_ns)
@@ -102,7 +99,7 @@ def attach(root, cid):
     import struct
     from .sock import unix_path
     cdir, data = _keeper(root, cid, "attach")
-    if not _alive(data):
+    if not alive(data):
         raise HutchError(f"attach: the keeper of {cid} is gone (the container "
                          "stopped, or its keeper died)", errno.ESRCH)
     s = _socket.socket(_socket.AF_UNIX, _socket.SOCK_STREAM)

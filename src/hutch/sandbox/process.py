@@ -249,7 +249,7 @@ class Process:
             if deadline is not None:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise TimeoutExpired(self.args, timeout, *self._joined(False))
+                    raise TimeoutExpired(self.args, timeout, *self._joined())
             for fd, ev in poller.poll(None if left is None else left * 1000):
                 if fd == self._pidfd:
                     exited = True
@@ -290,13 +290,13 @@ class Process:
                         break
                     bufs[fd].append(data)
         self.wait()
-        out = self._joined(True)
+        out = self._joined()
         for f in (self.stdout, self.stderr):
             if f is not None:
                 f.close()
         return out
 
-    def _joined(self, final):
+    def _joined(self):
         outs = []
         for f in (self.stdout, self.stderr):
             if f is None:

@@ -45,15 +45,6 @@ def take(kind):
             return None
 
 
-def close():
-    """Stops the zygote (it exits; it is reaped)."""
-    global _zygote
-    with _lock:
-        z, _zygote = _zygote, None
-    if z is not None:
-        z.close()
-
-
 def _forget_in_child():
     global _lock, _zygote
     _lock = threading.Lock()
