@@ -13,10 +13,12 @@ HERE=$(pwd)
 # seccomp profile, which the tests load; uidmap (newuidmap) serves rootless id maps;
 # Podman (with conmon, netavark, catatonit) and containerd drive hutch in the e2e
 # tier (no service is started: the tests run their own, privately); catatonit is
-# also the sandbox's PID 1; bubblewrap is what bench/api.py compares the library to.
+# also the sandbox's PID 1; bubblewrap is what bench/api.py compares the library to;
+# nftables (libnftables) holds the container networks' rules, passt (pasta) and
+# slirp4netns give rootless containers a network, iperf3 is bench/network.sh's.
 PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common
       uidmap podman conmon containernetworking-plugins netavark catatonit containerd
-      bubblewrap"
+      bubblewrap passt slirp4netns iperf3 nftables"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"
@@ -60,7 +62,7 @@ if [ -x .venv/bin/python ] && [ "$(readlink -f .venv/bin/python)" != "$(readlink
 fi
 # A venv made before ruff joined the test extras lacks only that: install again.
 if [ ! -x .venv/bin/python ] || [ ! -x .venv/bin/ruff ] ||
-   ! .venv/bin/python -c 'import hutch, pytest, hypothesis' 2>/dev/null; then
+   ! .venv/bin/python -c 'import hutch, pytest, hypothesis, pyroute2, dns.message' 2>/dev/null; then
     echo "setup: creating .venv with $PY (or completing it)"
     "$PY" -m venv .venv
     .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
@@ -97,10 +99,14 @@ fi
 # --- the launcher: that interpreter, isolated (-I) and without site (-S) so that
 # every verb starts fast and no PYTHON* variable from the caller applies.
 LAUNCHER=$HERE/.venv/bin/hutch-fast
+# the venv's site-packages go last on the path: only a verb that imports a
+# dependency (pyroute2, dnspython: the networks) ever searches it
+SITE=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cat > "$LAUNCHER.tmp" <<LAUNCH
 #!$RUN_PY -IS
 import sys
 sys.path.insert(0, "$HERE/src")
+sys.path.append("$SITE")
 from hutch.cli import entry
 entry()
 LAUNCH
