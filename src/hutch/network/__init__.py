@@ -5,7 +5,7 @@ other interface is the engine's business (CNI, netavark, slirp4netns)."""
 
 import os
 
-from .errors import HutchError
+from ..errors import HutchError
 
 IFF_UP = 0x1
 
@@ -14,7 +14,7 @@ def loopback_up(k):
     import _socket
     import struct
 
-    from .linux import kernel as K
+    from ..linux import kernel as K
     s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
     try:
         req = struct.pack("16sH14x", b"lo", 0)
