@@ -10,7 +10,7 @@ from ..errors import HutchError
 VERBS = ("create", "start", "run", "state", "kill", "delete", "list", "spec",
          "features", "sandbox", "pause", "resume", "ps", "update", "events", "exec",
          "enter", "checkpoint", "restore", "migrate", "receive", "wait", "logs",
-         "attach")
+         "attach", "network")
 ALIASES = {"ls": "list", "rm": "delete"}
 GUARDED = {"create": "create", "run": "create", "sandbox": "create", "exec": "enter",
            "enter": "enter"}
@@ -20,6 +20,7 @@ GLOBAL = {
     "--log-format": ("log_format", "str"), "--debug": ("debug", "bool"),
     "--systemd-cgroup": ("systemd_cgroup", "bool"), "--criu": ("criu", "str"),
     "--rootless": ("rootless", "str"), "--version": ("version", "bool"),
+    "--config-dir": ("config_dir", "str"),
     "-v": ("version", "bool"), "--help": ("help", "bool"), "-h": ("help", "bool"),
 }
 
@@ -52,6 +53,7 @@ commands:
   wait      wait until a detached sandbox stops; exit with its exit code
   logs      print a detached sandbox's output and syslog
   attach    connect the terminal to a detached sandbox (Ctrl-P Ctrl-Q detaches)
+  network   create, list, inspect and remove container networks
 
 global options:
   --root DIR          state directory (default /run/hutch, or $XDG_RUNTIME_DIR/hutch)
@@ -61,6 +63,8 @@ global options:
   --systemd-cgroup    manage cgroups through systemd
   --criu PATH         the criu binary to use
   --rootless VALUE    true, false or auto
+  --config-dir DIR    hutch's configuration: networks, CNI conflists (default
+                      /etc/hutch, or $HUTCH_CONFIG_DIR)
   --version, -v       print the version
 """
 
@@ -75,6 +79,11 @@ class Globals:
         self.systemd_cgroup = opts["systemd_cgroup"]
         self.criu = opts["criu"]
         self.rootless = opts["rootless"] or "auto"
+        self.config_dir = os.path.abspath(opts["config_dir"]) if opts["config_dir"] \
+            else None       # the default is the network store's (network/store.py)
+        if self.config_dir:
+            # for the keepers and attachments this command starts, too
+            os.environ["HUTCH_CONFIG_DIR"] = self.config_dir
 
     def is_rootless(self):
         from ..container.create import is_rootless

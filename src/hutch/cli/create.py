@@ -23,11 +23,14 @@ SPEC = {
 
 
 def keeper_hook(cfg, o, root, cid):
-    """The annotations that ask for a keeper (docs/keeper.md): only a config
-    that has them imports the keeper."""
+    """The annotations that ask for a keeper (docs/keeper.md) or a network
+    (docs/networks.md): only a config that has them imports either."""
     ann = cfg.annotations or {}
     if "org.hutch.proc" in ann or "org.hutch.syslog" in ann:
         from ..keeper.oci import apply
+        apply(cfg, o, root, cid)
+    if "org.hutch.network" in ann or "org.hutch.publish" in ann:
+        from ..network.oci import apply
         apply(cfg, o, root, cid)
 
 

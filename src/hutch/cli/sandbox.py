@@ -13,8 +13,18 @@ options:
   --hostname NAME         the sandbox's hostname (default: sandbox)
   -e, --env KEY=VALUE     set an environment variable
   -w, --workdir DIR       the working directory (default: the current one)
-  --name NAME             the container's id (default: sandbox-PID-RANDOM)
-  --network MODE          none (loopback only; the default), loopback or host
+  --name NAME             the container's id, and its name on its networks
+                          (default: sandbox-PID-RANDOM)
+  --network MODE          none or loopback (loopback only; the default), host,
+                          NAME[,NAME...] (hutch networks; `default` always
+                          exists), cni:CONFLIST, slirp4netns or pasta (rootless)
+  -p, --publish [HOSTIP:]HOSTPORT:CTRPORT[/tcp|/udp]   publish a port (ranges
+                          N-M:N-M; IPv6 host addresses in brackets)
+  --ip IP, --ip6 IP       its address on its first network
+  --dns IP                its resolver (default: the network's DNS responder)
+  --add-host NAME:IP      a line of its /etc/hosts
+  --network-alias NAME    another name it answers to on its networks
+  --bandwidth RATE        limit its traffic each way (10mbit, 500kbit, 1gbit)
   --memory SIZE           memory limit (256m, 1g)
   --memory-swap SIZE      memory plus swap (default: the memory limit; -1: no limit)
   --cpus N                CPU time, in CPUs (0.5, 2)
@@ -55,7 +65,10 @@ SPEC = {"--rootfs": ("rootfs", "str"), "-v": ("volume", "list"),
         "--cap-add": ("cap_add", "list"), "--cap-drop": ("cap_drop", "list"),
         "-d": ("detach", "bool"), "--detach": ("detach", "bool"),
         "--proc": ("proc", "str"), "-t": ("tty", "bool"), "--tty": ("tty", "bool"),
-        "--log-max-size": ("log_max_size", "str"), "--log-max-files": ("log_max_files", "int")}
+        "--log-max-size": ("log_max_size", "str"), "--log-max-files": ("log_max_files", "int"),
+        "-p": ("publish", "list"), "--publish": ("publish", "list"), "--ip": ("ip", "str"),
+        "--ip6": ("ip6", "str"), "--dns": ("dns", "list"), "--add-host": ("add_host", "list"),
+        "--network-alias": ("alias", "list"), "--bandwidth": ("bandwidth", "str")}
 
 
 def parse_volume(v):
@@ -102,7 +115,9 @@ def run(g, argv):
               cpuset_cpus=o["cpuset_cpus"], pids=o["pids"],
               network=o["network"] or "none", user=o["user"], rootless=rootless,
               seccomp=o["seccomp"] or "default", cap_add=o["cap_add"],
-              cap_drop=o["cap_drop"], proc=o["proc"])
+              cap_drop=o["cap_drop"], proc=o["proc"], publish=o["publish"], ip=o["ip"],
+              ip6=o["ip6"], dns=o["dns"], add_hosts=o["add_host"], aliases=o["alias"],
+              bandwidth=o["bandwidth"], config_dir=g.config_dir)
     s = Settings(**kw)
     if o["tty"] and not o["detach"]:
         raise HutchError("sandbox: -t is for a detached sandbox (-d), whose keeper "

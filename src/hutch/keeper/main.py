@@ -111,7 +111,7 @@ class _Keeper:
         try:
             rec = create(self.root, self.cid, "/", CreateOptions(
                 rootless=spec["rootless"], stdio=stdio, console_fd=theirs,
-                attachments=[keeper]), cfg=cfg)
+                attachments=[keeper] + _network(spec)), cfg=cfg)
         except BaseException:
             if ours >= 0:
                 os.close(ours)
@@ -555,3 +555,11 @@ def _answer(control, on_init=None):
     reply(conn, {"t": "ok"} if msg.get("t") in ("stop", "init") else
           {"t": "status", "pid": os.getpid()})
     return msg.get("t") == "stop"
+
+
+def _network(spec):
+    """The sandbox's Network attachment (hutch.network.attach), when it has one."""
+    if not spec.get("network"):
+        return []
+    from ..network.attach import Network
+    return [Network(**spec["network"])]

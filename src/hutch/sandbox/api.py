@@ -23,7 +23,8 @@ from .process import DEVNULL, PIPE, STDOUT, Process, Result
 
 _SETTINGS = ("rootfs", "volumes", "env", "workdir", "hostname", "memory", "cpus",
              "pids", "network", "publish", "user", "rootless", "seccomp",
-             "memory_swap", "cpuset_cpus", "cap_add", "cap_drop")
+             "memory_swap", "cpuset_cpus", "cap_add", "cap_drop", "dns", "add_hosts",
+             "ip", "ip6", "aliases", "bandwidth", "config_dir")
 
 
 class Sandbox:
@@ -36,7 +37,8 @@ class Sandbox:
                  hostname="sandbox", memory=None, cpus=None, pids=None,
                  network="none", publish=(), timeout=None, user=None, rootless=None,
                  seccomp="default", name=None, *, memory_swap=None, cpuset_cpus=None,
-                 cap_add=(), cap_drop=(), proc=None, root=None):
+                 cap_add=(), cap_drop=(), proc=None, root=None, dns=(), add_hosts=(),
+                 ip=None, ip6=None, aliases=(), bandwidth=None, config_dir=None):
         self._kwargs = dict(rootfs=rootfs, volumes=[tuple(v) if not isinstance(v, str)
                                                     else v for v in volumes],
                             env=dict(env) if isinstance(env, dict) else env,
@@ -45,7 +47,9 @@ class Sandbox:
                             user=user, rootless=rootless,
                             seccomp=seccomp, memory_swap=memory_swap,
                             cpuset_cpus=cpuset_cpus, cap_add=list(cap_add),
-                            cap_drop=list(cap_drop), proc=proc)
+                            cap_drop=list(cap_drop), proc=proc, dns=dns,
+                            add_hosts=add_hosts, ip=ip, ip6=ip6, aliases=aliases,
+                            bandwidth=bandwidth, config_dir=config_dir)
         try:
             self.settings = Settings(**self._kwargs)
             from ..container.record import default_root, validate_id
@@ -83,6 +87,9 @@ class Sandbox:
                 if self.settings.views:
                     from ..keeper.attach import HELPER_KIND, Views
                     attachments = (Views(spares.take(HELPER_KIND)),)
+                net = self.settings.network_attachment(self.name)
+                if net is not None:
+                    attachments += (net,)
                 rec = create(self.root, self.name, "/", CreateOptions(
                     rootless=self.settings.rootless, stdio=(null, null, null),
                     helper=spares.take("create"), attachments=attachments), cfg=cfg)

@@ -32,7 +32,6 @@ INIT_CANDIDATES = ("/usr/bin/catatonit", "/usr/libexec/podman/catatonit")
 INIT_PATH = "/run/hutch-init"
 ID_BASE = 0x70000000        # root's sandboxes: ids 0-65535 are host 1879048192+
 ID_SIZE = 65536
-NETWORKS = ("none", "loopback", "host")
 OWN_DIRS = ("dev", "proc", "run", "sys", "tmp")   # the sandbox's own, never the host's
 
 
@@ -71,6 +70,10 @@ def find_init():
                      "catatonit package (setup.sh does)", errno.ENOENT)
 
 
+def _as_list(v):
+    return [v] if isinstance(v, str) else list(v or ())
+
+
 class Settings:
     """A sandbox's arguments, checked.  ``volumes``: (src, dst[, "ro"|"rw"]);
     ``env``: a dict or KEY=VALUE strings."""
@@ -79,7 +82,8 @@ class Settings:
                  hostname="sandbox", memory=None, memory_swap=None, cpus=None,
                  cpuset_cpus=None, pids=None, network="none", publish=(), user=None,
                  rootless=None, seccomp="default", cap_add=(), cap_drop=(),
-                 proc=None):
+                 proc=None, dns=(), add_hosts=(), ip=None, ip6=None, aliases=(),
+                 bandwidth=None, config_dir=None):
         self.euid = os.geteuid()
         self.rootless = (self.euid != 0) if rootless is None else bool(rootless)
         self.rootfs = os.path.abspath(rootfs) if rootfs else "/"
@@ -124,14 +128,7 @@ class Settings:
                              errno.EINVAL)
         self.pids = pids
         self.network = network or "none"
-        if self.network not in NETWORKS:
-            raise HutchError(f"network {self.network!r}: this hutch has the networks "
-                             f"{', '.join(NETWORKS)} only (bridged networks are not "
-                             "built yet)", errno.EOPNOTSUPP)
-        if publish:
-            raise HutchError("publish: published ports need a bridged network, which "
-                             "this hutch does not have yet; with network='host' the "
-                             "sandbox's ports are the host's", errno.EOPNOTSUPP)
+        self._network(publish, dns, add_hosts, ip, ip6, aliases, bandwidth, config_dir)
         self.user = user
         self.uid = self.gid = 0
         self.userns = True
@@ -199,6 +196,60 @@ class Settings:
         return bool(self.resources())
 
     # --- the OCI config -----------------------------------------------------------
+    def _network(self, publish, dns, add_hosts, ip, ip6, aliases, bandwidth,
+                 config_dir):
+        """The network settings, parsed (hutch.network.spec): a bridge network
+        (NAME[,NAME]), cni:CONFLIST, slirp4netns or pasta gets an attachment."""
+        from ..network import spec as S
+        self.net_mode, self.net_names = S.parse_networks(self.network)
+        self.publish = S.parse_publish(_as_list(publish))
+        self.dns = S.parse_dns(_as_list(dns))
+        self.add_hosts = S.parse_add_host(_as_list(add_hosts))
+        self.aliases = _as_list(aliases)
+        for a in self.aliases:
+            S.check_name(a)
+        self.ip = S.parse_dns([ip])[0] if ip else None
+        self.ip6 = S.parse_dns([ip6])[0] if ip6 else None
+        self.bandwidth = S.parse_rate(str(bandwidth)) if bandwidth else None
+        self.config_dir = config_dir
+        mode = self.net_mode
+        if mode in ("none", "loopback", "host"):
+            extra = [n for n, v in (("publish", self.publish), ("dns", self.dns),
+                                    ("add_hosts", self.add_hosts), ("ip", self.ip),
+                                    ("ip6", self.ip6), ("bandwidth", self.bandwidth),
+                                    ("aliases", self.aliases)) if v]
+            if extra:
+                why = "the sandbox's ports are the host's" if mode == "host" else \
+                    "it has only loopback"
+                raise HutchError(f"{', '.join(extra)}: need a network (--network NAME, "
+                                 f"cni:CONFLIST, slirp4netns or pasta); with network "
+                                 f"{mode!r} {why}", errno.EINVAL)
+        if mode == "bridge" and self.rootless:
+            raise HutchError(f"network {self.network!r}: bridge networks need root (a "
+                             "veth on a host bridge); a rootless sandbox uses "
+                             "slirp4netns or pasta", errno.EPERM)
+        if mode in S.ROOTLESS and (self.ip or self.ip6 or self.aliases):
+            raise HutchError(f"ip, ip6 and aliases are for hutch networks, not "
+                             f"{mode}", errno.EINVAL)
+        if mode == "cni" and (self.ip or self.ip6 or self.bandwidth):
+            raise HutchError("ip, ip6 and bandwidth of a cni: network are its "
+                             "conflist's business (host-local ranges, the bandwidth "
+                             "plugin)", errno.EINVAL)
+
+    def network_attachment(self, cid):
+        """The Network attachment the sandbox needs, or None (none, loopback, host)."""
+        if self.net_mode in ("none", "loopback", "host"):
+            return None
+        from ..network.attach import Network
+        return Network(**self.network_kwargs(cid))
+
+    def network_kwargs(self, cid):
+        return dict(mode=self.net_mode, names=self.net_names, config_dir=self.config_dir,
+                    dns_name=cid, aliases=self.aliases, ip=self.ip, ip6=self.ip6,
+                    dns=self.dns, add_hosts=self.add_hosts, publish=self.publish,
+                    bandwidth=self.bandwidth, hostname=self.hostname,
+                    rootless=self.rootless)
+
     def config(self, args, state_root, cwd=None, extra_env=(), extra_mounts=(),
                cid=None):
         """The OCI config of a sandbox whose init runs ``args`` (``state_root``:

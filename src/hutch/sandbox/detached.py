@@ -23,7 +23,9 @@ def keeper_spec(root, cid, settings_kw, args, log=None, tty=False, term=None,
     spec = {"root": root, "id": cid, "config": raw, "rootless": s.rootless,
             "userns": s.userns, "views": s.views, "log": log or {}, "tty": bool(tty),
             # for a restore of its checkpoint under another name: made anew
-            "settings": settings_kw, "args": list(args), "term": term}
+            "settings": settings_kw, "args": list(args), "term": term,
+            "network": s.network_kwargs(cid)
+            if s.net_mode not in ("none", "loopback", "host") else None}
     if restore:
         spec["restore"] = restore
     return spec

@@ -52,6 +52,9 @@ def run(settings, args, root, name=None, timeout=None):
             # served from a thread of this command, which outlives the container
             from ..keeper.attach import LocalViews
             attachments = (LocalViews(),)
+        net = settings.network_attachment(cid)
+        if net is not None:
+            attachments += (net,)
         code = run_container(root, cid, "/", CreateOptions(
             rootless=settings.rootless, attachments=attachments), cfg=cfg, keep=True)
     finally:

@@ -1,0 +1,177 @@
+"""The kernel side of a bridge network, through pyroute2 (netlink): bridges,
+veth pairs, addresses, routes, tc bandwidth limits, and the few sysctls a
+network needs.
+
+Everything host-side is made in the network namespace of the calling thread
+(the hutch command's).  The container's end is configured through a netlink
+socket opened inside the container's network namespace: the calling thread
+enters it with setns, opens the socket and comes back at once, so no process
+is forked and other threads of a library caller are not affected (setns of a
+network namespace is per thread).
+"""
+
+import errno
+import os
+
+from ..errors import HutchError
+
+IFA_F_NODAD = 0x02
+TC_H_ROOT = 0xFFFFFFFF
+_IPR = None
+
+
+def _nlerr(what, e):
+    code = getattr(e, "code", None) or getattr(e, "errno", None) or errno.EIO
+    return HutchError(f"{what}: {os.strerror(code)}", code)
+
+
+def ipr():
+    """The netlink socket of this thread's network namespace (kept open)."""
+    global _IPR
+    if _IPR is None:
+        from pyroute2 import IPRoute
+        _IPR = IPRoute()
+    return _IPR
+
+
+def reset():
+    """Forgets the cached socket (after this thread changed network namespace)."""
+    global _IPR
+    if _IPR is not None:
+        _IPR.close()
+        _IPR = None
+
+
+def index(name, sock=None):
+    found = (sock or ipr()).link_lookup(ifname=name)
+    return found[0] if found else None
+
+
+def sysctl(path, value=None):
+    """Reads (and writes, if value is given) /proc/sys/PATH in this network
+    namespace; returns the old value."""
+    full = "/proc/sys/" + path
+    try:
+        with open(full) as f:
+            old = f.read().strip()
+        if value is not None and old != str(value):
+            with open(full, "w") as f:
+                f.write(str(value))
+    except OSError as e:
+        raise HutchError.from_os(f"sysctl {path.replace('/', '.')}", e) from None
+    return old
+
+
+def ensure_bridge(name, mtu, addrs):
+    """The network's bridge, up, with its gateway ``addrs`` [(ip, prefixlen)].
+    Re-used if it exists (an earlier hutch was killed part-way)."""
+    s = ipr()
+    try:
+        idx = index(name)
+        if idx is None:
+            s.link("add", ifname=name, kind="bridge", mtu=mtu)
+            idx = index(name)
+        have = {a.get_attr("IFA_ADDRESS") for a in s.get_addr(index=idx)}
+        for ip, plen in addrs:
+            if ip not in have:
+                kw = {"flags": IFA_F_NODAD} if ":" in ip else {}
+                s.addr("add", index=idx, address=ip, prefixlen=plen, **kw)
+        s.link("set", index=idx, state="up")
+    except HutchError:
+        raise
+    except Exception as e:      # pyroute2's NetlinkError carries the errno in .code
+        raise _nlerr(f"make bridge {name}", e) from None
+    # 127.0.0.1:PORT published ports are DNATed out of this bridge
+    sysctl(f"net/ipv4/conf/{name}/route_localnet", 1)
+    return idx
+
+
+def delete_link(name):
+    """Deletes a link if it exists (a veth takes its peer with it)."""
+    s = ipr()
+    try:
+        idx = index(name)
+        if idx is not None:
+            s.link("del", index=idx)
+    except Exception as e:
+        if getattr(e, "code", None) == errno.ENODEV:
+            return
+        raise _nlerr(f"delete link {name}", e) from None
+
+
+def container_socket(pid, k):
+    """A netlink socket inside the network namespace of process ``pid``."""
+    from pyroute2 import IPRoute
+
+    from ..linux import kernel as K
+    target = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    home = os.open("/proc/thread-self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        k.setns(target, K.CLONE_NEWNET, what="the container's network namespace")
+        try:
+            sock = IPRoute()
+        finally:
+            k.setns(home, K.CLONE_NEWNET, what="back to hutch's network namespace")
+    finally:
+        os.close(target)
+        os.close(home)
+    return sock
+
+
+def add_veth(host_if, bridge, pid, ifname, addrs, gateways, mtu, csock):
+    """A veth pair: ``host_if`` on ``bridge`` here, ``ifname`` in the container
+    (through ``csock``, a socket in its namespace) with ``addrs`` [(ip, plen)]
+    and default routes via ``gateways`` (None for a network that is not the
+    container's first)."""
+    import socket
+    s = ipr()
+    what = f"make veth {host_if} for {ifname}"
+    try:
+        nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            s.link("add", ifname=host_if, kind="veth", mtu=mtu,
+                   peer={"ifname": ifname, "net_ns_fd": nsfd, "mtu": mtu})
+        finally:
+            os.close(nsfd)
+        hidx = index(host_if)
+        s.link("set", index=hidx, master=index(bridge), state="up")
+        what = f"configure {ifname} in the container"
+        cidx = index(ifname, csock)
+        for ip, plen in addrs:
+            kw = {"flags": IFA_F_NODAD} if ":" in ip else {}
+            csock.addr("add", index=cidx, address=ip, prefixlen=plen, **kw)
+        csock.link("set", index=cidx, state="up")
+        for gw in gateways or ():
+            if ":" in gw:
+                csock.route("add", dst="::/0", gateway=gw, family=socket.AF_INET6)
+            else:
+                csock.route("add", dst="0.0.0.0/0", gateway=gw)
+    except HutchError:
+        raise
+    except Exception as e:
+        raise _nlerr(what, e) from None
+
+
+def limit(host_if, ifb, bits):
+    """``--bandwidth``: a token bucket each way, both on the host side where
+    the container cannot reach them.  Towards the container: tbf on the host
+    end's egress.  From the container: its packets arrive on the host end's
+    ingress, are redirected (mirred) to the ifb device ``ifb``, and shaped by a
+    tbf on that device's egress."""
+    s = ipr()
+    rate = bits // 8                        # bytes per second
+    burst = max(rate // 50, 16 * 1024)      # 20 ms of traffic, at least 16 KiB
+    try:
+        hidx = index(host_if)
+        s.tc("add", "tbf", hidx, handle=0x10000, rate=rate, burst=burst, latency=50000)
+        s.link("add", ifname=ifb, kind="ifb")
+        iidx = index(ifb)
+        s.link("set", index=iidx, state="up")
+        s.tc("add", "tbf", iidx, handle=0x10000, rate=rate, burst=burst, latency=50000)
+        s.tc("add", "ingress", hidx, handle=0xFFFF0000)
+        s.tc("add-filter", "u32", hidx, parent=0xFFFF0000, prio=1, protocol=0x0003,
+             keys=["0x0/0x0+0"],
+             action={"kind": "mirred", "direction": "egress", "action": "redirect",
+                     "ifindex": iidx})
+    except Exception as e:
+        raise _nlerr(f"limit {host_if} to {bits} bit/s", e) from None
