@@ -14,6 +14,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import tempfile
 import textwrap
 import threading
@@ -82,6 +83,9 @@ class Lab:
         sh(i + ["link", "set", "down0", "up"])
         sh(h + ["route", "add", "default", "via", INET4])
         sh(h + ["-6", "route", "add", "default", "via", INET6])
+        # a new namespace copies the host's ip_forward (1 here): start from 0, so
+        # that the lab shows hutch turning it on and restoring it
+        self.in_host(["sysctl", "-qw", "net.ipv4.ip_forward=0"])
         self.root = tempfile.mkdtemp(prefix="hutch-net-root-")
         os.chmod(self.root, 0o755)
         self.config = tempfile.mkdtemp(prefix="hutch-net-cfg-")
@@ -202,12 +206,18 @@ def httpd(lab, name, port, *opts):
                  "-v", f"{lab.www}:/www:ro", *opts)
 
 
+def curl(url, t=3):
+    # (Debian 12's static busybox wget crashes; curl is the host's, which a
+    # sandbox sees)
+    return ["curl", "-sS", "-g", "-m", str(t), url]
+
+
 def fetch(run, url, tries=30):
-    """Fetches url with busybox wget through ``run`` (a lab method), retrying while
-    the server starts; returns the body or raises."""
+    """Fetches url with curl through ``run`` (a lab method), retrying while the
+    server starts; returns the body or raises."""
     last = None
     for _ in range(tries):
-        r = run(["busybox", "wget", "-q", "-T", "2", "-O", "-", url], check=False)
+        r = run(curl(url), check=False)
         if r.returncode == 0:
             return r.stdout
         last = r.stderr
@@ -280,20 +290,29 @@ def test_egress_through_nat(lab):
         c.close(); print(peer[0], flush=True)
     """)])
     assert srv.stdout.readline().strip() == "ready"
-    r = lab.hutch("sandbox", "--network", "default", "--", "busybox", "wget", "-q",
-                  "-T", "5", "-O", "-", f"http://{INET4}:9000/")
+    r = lab.hutch("sandbox", "--network", "default", "--", *curl(f"http://{INET4}:9000/"))
     assert r.stdout == f"seen {UPLINK4}\n"
     assert srv.stdout.readline().strip() == UPLINK4
 
 
 def test_internal_network_blocks_egress(lab):
     lab.hutch("network", "create", "closed", "--internal")
-    r = lab.hutch("sandbox", "--network", "closed", "--", "busybox", "wget", "-q",
-                  "-T", "2", "-O", "-", f"http://{INET4}:9/", check=False)
-    assert r.returncode != 0
-    # but the network itself works: the gateway answers ping
-    gw = lab.inspect("closed")["gateway"]
-    lab.hutch("sandbox", "--network", "closed", "--", "ping", "-c1", "-W2", gw)
+    lab.bg(lab.inet, [PY, "-m", "http.server", "-b", INET4, "9002"])
+    assert fetch(lab.in_host, f"http://{INET4}:9002/")      # the internet is there
+    r = lab.hutch("sandbox", "--network", "closed", "--",
+                  *curl(f"http://{INET4}:9002/", 2), check=False)
+    assert r.returncode == 28, r.stderr         # curl's "timed out"
+    # names outside are refused, not forwarded (no DNS tunnel out)
+    lab.fake_dns()
+    r = lab.hutch("sandbox", "--network", "closed", "--", "busybox", "nslookup",
+                  "example.test", check=False)
+    assert "198.18.0.1" not in r.stdout
+    # but inside the network, containers reach each other by name
+    httpd(lab, "inside", 80, "--network", "closed")
+    got = lab.hutch("sandbox", "--network", "closed", "--", "sh", "-c",
+                    "for i in 1 2 3 4 5 6 7 8 9 10; do curl -sS -m 2 http://inside/ "
+                    "&& exit 0; sleep 0.3; done; exit 1").stdout
+    assert got == "hello from the container\n"
 
 
 def test_dns_forwards_to_a_loopback_resolver(lab):
@@ -313,8 +332,8 @@ def test_ipv6_between_sandboxes_and_published(lab):
     ip6 = lab.inspect("six")["containers"]["srv6"]["ip6"]
     assert ip6.startswith(info["subnet6"].split("::")[0])
     want = "hello from the container\n"
-    got = lab.hutch("sandbox", "--network", "six", "--", "busybox", "wget", "-q",
-                    "-T", "3", "-O", "-", f"http://[{ip6}]:80/").stdout
+    got = fetch(lambda a, check: lab.hutch("sandbox", "--network", "six", "--", *a,
+                                           check=check), f"http://[{ip6}]:80/", 10)
     assert got == want
     # by name: the responder answers AAAA
     r = lab.hutch("sandbox", "--network", "six", "--", "busybox", "nslookup",
@@ -361,13 +380,13 @@ def test_library_on_a_network(lab):
                            config_dir={lab.config!r}) as sb:
             r = sb.run(["ip", "-4", "-o", "addr", "show", "eth0"])
             print(r.stdout.decode().split()[3])
-            r = sb.run(["busybox", "wget", "-q", "-T", "5", "-O", "-",
-                        "http://{INET4}:9001/"])
+            r = sb.run(["curl", "-sS", "-m", "5", "http://{INET4}:9001/"])
             print(r.returncode)
     """)
     lab.bg(lab.inet, [PY, "-c", "import socket\ns=socket.socket()\n"
                       "s.bind(('198.18.0.1',9001));s.listen()\n"
                       "c,_=s.accept();c.recv(100);c.sendall(b'HTTP/1.0 200 OK\\r\\n\\r\\nx')"])
+    time.sleep(0.3)
     out = subprocess.run(lab.wrap([PY, "-c", code]), capture_output=True, text=True,
                          timeout=60)
     assert out.returncode == 0, out.stderr
@@ -375,12 +394,68 @@ def test_library_on_a_network(lab):
     assert addr.startswith("10.77.") and rc == "0"
 
 
-def test_killed_create_leaves_nothing(lab):
+def test_oci_annotations_and_killed_creates(lab, busybox_rootfs, tmp_path):
+    """An engine's bundle asks for a network with annotations (`runc spec`'s
+    config); a create killed at each network step leaves nothing once
+    `delete -f` ran."""
+    from conftest import base_config
+    b = str(tmp_path / "bundle")
+    shutil.copytree(busybox_rootfs, os.path.join(b, "rootfs"), symlinks=True)
+    cfg = base_config(["httpd", "-f", "-p", "80", "-h", "/www"])
+    cfg["annotations"] = {"org.hutch.network": "default",
+                          "org.hutch.publish": "8090:80,127.0.0.1:8091:80"}
+    cfg["mounts"].append({"destination": "/www", "type": "bind", "source": lab.www,
+                          "options": ["rbind", "ro"]})
+    with open(os.path.join(b, "config.json"), "w") as f:
+        json.dump(cfg, f)
     for point in ("network:leased", "network:veth", "create:ready"):
-        r = lab.hutch("sandbox", "-d", "--name", "k", "--network", "default", "-p",
-                      "8090:80", "--", "sleep", "100", check=False,
+        r = lab.hutch("create", "--bundle", b, "k", check=False,
                       env=dict(os.environ, HUTCH_FAILPOINT=point))
         assert r.returncode != 0
-        lab.hutch("delete", "-f", "k", check=False)
+        lab.hutch("delete", "-f", "k")
         assert lab.leftovers() == [], point
+    lab.hutch("create", "--bundle", b, "oci1")
+    lab.hutch("start", "oci1")
+    want = "hello from the container\n"
+    assert fetch(lab.in_inet, f"http://{UPLINK4}:8090/") == want
+    assert fetch(lab.in_host, "http://127.0.0.1:8091/") == want
+    # its resolv.conf and hosts are its own, bound over the rootfs's
+    assert lab.exec("oci1", "cat", "/etc/resolv.conf").stdout == "nameserver 10.77.0.1\n"
+    assert not os.path.exists(os.path.join(b, "rootfs", "etc", "resolv.conf")) or \
+        "10.77.0.1" not in open(os.path.join(b, "rootfs", "etc", "resolv.conf")).read()
+    lab.hutch("delete", "-f", "oci1")
 
+
+def test_cni_conflist(lab):
+    """A sandbox on a CNI conflist: Debian's bridge, host-local and portmap."""
+    data = os.path.join(lab.config, "ipam")
+    conf = os.path.join(lab.config, "cnitest.conflist")
+    with open(conf, "w") as f:
+        json.dump({"cniVersion": "1.0.0", "name": "cnitest", "plugins": [
+            {"type": "bridge", "bridge": "cnitest0", "isGateway": True, "ipMasq": True,
+             "ipam": {"type": "host-local", "dataDir": data,
+                      "ranges": [[{"subnet": "10.99.9.0/24"}]],
+                      "routes": [{"dst": "0.0.0.0/0"}]}},
+            {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+    httpd(lab, "cnisrv", 80, "--network", f"cni:{conf}", "-p", "8089:80")
+    assert lab.exec("cnisrv", "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3] \
+        .startswith("10.99.9.")
+    assert fetch(lab.in_inet, f"http://{UPLINK4}:8089/") == "hello from the container\n"
+    lab.hutch("delete", "-f", "cnisrv")
+    assert os.listdir(os.path.join(data, "cnitest")) in ([], ["lock"], ["last_reserved_ip.0", "lock"])
+    assert "veth" not in lab.in_host(["ip", "-o", "link"]).stdout
+    # the bridge plugin never removes its bridge (CNI's rule): the test does
+    lab.in_host(["ip", "link", "del", "cnitest0"])
+
+
+def test_verbs_that_do_not_network_import_no_networking():
+    """`hutch state`, `list` and a loopback `sandbox` load neither pyroute2,
+    dnspython nor hutch's network modules (python -X importtime)."""
+    for argv in (["list"], ["state", "nothing-here"], ["sandbox", "--", "true"]):
+        r = subprocess.run([sys.executable, "-X", "importtime", HUTCH] + argv,
+                           capture_output=True, text=True)
+        mods = [ln.split("|")[-1].strip() for ln in r.stderr.splitlines()
+                if ln.startswith("import time:")]
+        bad = [m for m in mods if m.startswith(("pyroute2", "dns", "hutch.network.",
+                                                "asyncio"))]
+        assert mods and bad == [], (argv, bad)

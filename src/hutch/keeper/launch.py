@@ -40,8 +40,9 @@ def start(spec):
             os.set_inheritable(theirs, True)
             pkg_dir = os.path.dirname(os.path.dirname(os.path.dirname(
                 os.path.abspath(__file__))))
+            site = [p for p in sys.path if p.endswith(("site-packages", "dist-packages"))]
             os.execve(exe, [sys.executable, "-I", "-S", "-c", _BOOT, pkg_dir,
-                            str(theirs)], os.environ)
+                            str(theirs)] + site, os.environ)
         finally:
             os._exit(127)
     os.close(theirs)

@@ -22,7 +22,9 @@ import os
 
 from ..process import channel
 
-_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); "
+# argv: hutch's source, the spec's socket, and the launcher's site-packages (where
+# a network's dependencies are found), searched last as in the launcher
+_BOOT = ("import sys; sys.path.insert(0, sys.argv[1]); sys.path.extend(sys.argv[3:]); "
          "from hutch.keeper.main import serve; serve(int(sys.argv[2]))")
 
 QUIET = 0.1         # s: a partial line is written as such after this long

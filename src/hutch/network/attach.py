@@ -250,7 +250,8 @@ class Network:
         if mode == "cni" or (mode is None and os.path.isdir(
                 os.path.join(ctx.root, "networks", "cni-cache"))):
             _detach_cni(ctx, data, errors)
-        if mode in S.ROOTLESS or mode is None:
+        if mode in S.ROOTLESS or (mode is None and os.path.exists(os.path.join(
+                ctx.root, ctx.cid, "network", "rootless-net.json"))):
             from . import rootless
             try:
                 rootless.stop(os.path.join(ctx.root, ctx.cid, "network"),

@@ -169,8 +169,9 @@ def limit(host_if, ifb, bits):
         s.link("set", index=iidx, state="up")
         s.tc("add", "tbf", iidx, handle=0x10000, rate=rate, burst=burst, latency=50000)
         s.tc("add", "ingress", hidx, handle=0xFFFF0000)
+        # u32 matching everything (this kernel has no matchall classifier)
         s.tc("add-filter", "u32", hidx, parent=0xFFFF0000, prio=1, protocol=0x0003,
-             keys=["0x0/0x0+0"],
+             target=0x10001, keys=["0x0/0x0+0"],
              action={"kind": "mirred", "direction": "egress", "action": "redirect",
                      "ifindex": iidx})
     except Exception as e:

@@ -482,6 +482,7 @@ class _Leases:
         self.names = {}         # lower-case name -> [(ip4, ip6)]
         self.ptr = {}           # address -> name
         self.leases = {}        # cid -> {"ip4", "ip6", "ports"}
+        self.internal = False
         self.problem = None
 
     def check(self, force=False):
@@ -538,6 +539,9 @@ class _Leases:
                     ports.append((proto, hip, hp, cp))
             leases[cid] = {"ip4": ip4, "ip6": ip6, "ports": ports}
         self.network = str(data.get("network") or "")
+        # an internal network's containers reach nothing outside it, a DNS
+        # tunnel through this daemon included: other names are refused
+        self.internal = bool(data.get("internal"))
         self.names, self.ptr, self.leases = names, ptr, leases
 
 
@@ -828,6 +832,9 @@ class _Daemon:
         if self.leases.check():
             self.sync_proxies()
         r = self.local(q)
+        if r is None and getattr(self.leases, "internal", False):
+            r = dns.message.make_response(q)
+            r.set_rcode(dns.rcode.REFUSED)
         if r is not None:
             send(self.wire(r, q, tcp))
             return None

@@ -200,6 +200,13 @@ class Settings:
                  config_dir):
         """The network settings, parsed (hutch.network.spec): a bridge network
         (NAME[,NAME]), cni:CONFLIST, slirp4netns or pasta gets an attachment."""
+        self.net_mode, self.net_names = self.network, []
+        self.publish, self.dns, self.add_hosts, self.aliases = [], [], [], []
+        self.ip = self.ip6 = self.bandwidth = None
+        self.config_dir = config_dir
+        if self.network in ("none", "loopback", "host") and not any(
+                (publish, dns, add_hosts, ip, ip6, aliases, bandwidth)):
+            return      # nothing to parse: no networking code is imported
         from ..network import spec as S
         self.net_mode, self.net_names = S.parse_networks(self.network)
         self.publish = S.parse_publish(_as_list(publish))
@@ -211,7 +218,6 @@ class Settings:
         self.ip = S.parse_dns([ip])[0] if ip else None
         self.ip6 = S.parse_dns([ip6])[0] if ip6 else None
         self.bandwidth = S.parse_rate(str(bandwidth)) if bandwidth else None
-        self.config_dir = config_dir
         mode = self.net_mode
         if mode in ("none", "loopback", "host"):
             extra = [n for n, v in (("publish", self.publish), ("dns", self.dns),
