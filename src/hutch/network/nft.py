@@ -191,6 +191,10 @@ def publish_commands(cid, ports, ip4, ip6):
                     _match(_payload("th", "dport"), p["host_port"])]
             if hip not in ("", "0.0.0.0", "::"):
                 expr.append(_match(_payload(fam, "daddr"), hip))
+            elif fam == "ip6":
+                # not ::1: IPv6 has no route_localnet, so DNAT from loopback
+                # fails; the responder's proxy listens there instead
+                expr.append(_match(_payload("ip6", "daddr"), "::1", "!="))
             expr.append({"dnat": {"family": fam, "addr": target, "port": p["ctr_port"]}})
             cmds.append(_rule("publish", expr, f"ctr:{cid}"))
     return cmds
