@@ -468,3 +468,48 @@ def test_verbs_that_do_not_network_import_no_networking():
         bad = [m for m in mods if m.startswith(("pyroute2", "dns", "hutch.network.",
                                                 "asyncio"))]
         assert mods and bad == [], (argv, bad)
+
+
+@pytest.mark.parametrize("tool", ["slirp4netns", "pasta"])
+def test_rootless_egress_and_publish(lab, tool):
+    """A non-root user's sandbox on slirp4netns or pasta reaches the internet namespace
+    and publishes a port.  (This VM's /dev/net/tun is 0600 without udev: the lab
+    gives the user a 0666 node in its private mount namespace.)"""
+    import pwd
+    name = "hutch-n-" + uuid.uuid4().hex[:6]
+    sh(["useradd", "-M", "-s", "/usr/sbin/nologin", name])
+    try:
+        pw = pwd.getpwnam(name)
+        root = os.path.join(lab.root, "user")
+        os.makedirs(root, mode=0o700)
+        os.chown(root, pw.pw_uid, pw.pw_gid)
+        lab.bg(lab.inet, [PY, "-m", "http.server", "-b", INET4, "9003",
+                          "-d", lab.www])
+        fetch(lab.in_host, f"http://{INET4}:9003/")
+
+        def as_user(*args, wait=True):
+            argv = ["unshare", "-m", "--propagation", "private", "sh", "-c",
+                    "mount -t tmpfs -o mode=755 tun /dev/net && "
+                    "mknod -m 666 /dev/net/tun c 10 200 && "
+                    f"exec nsenter --net=/run/netns/{lab.host} setpriv "
+                    f"--reuid {pw.pw_uid} --regid {pw.pw_gid} --clear-groups "
+                    f"env XDG_RUNTIME_DIR={root} \"$@\"", "sh",
+                    HUTCH, "--root", root, "sandbox", "--network", tool]
+            argv += list(args)
+            if not wait:
+                p = subprocess.Popen(argv, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL)
+                lab.procs.append(p)
+                return p
+            return sh(argv, check=False, timeout=60)
+        r = as_user("--", *curl(f"http://{INET4}:9003/index.html", 5))
+        assert r.returncode == 0 and r.stdout == "hello from the container\n", r.stderr
+        srv = as_user("-p", "8092:80", "-v", f"{lab.www}:/www:ro", "--",
+                      "busybox", "httpd", "-f", "-p", "80", "-h", "/www", wait=False)
+        assert fetch(lab.in_inet, f"http://{UPLINK4}:8092/") == \
+            "hello from the container\n"
+        srv.terminate()
+        srv.wait(timeout=20)
+    finally:
+        subprocess.run(["pkill", "-9", "-u", name], capture_output=True)
+        subprocess.run(["userdel", name], check=True)

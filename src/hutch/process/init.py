@@ -200,6 +200,11 @@ def stage2(plan, sock):
         # and clones of mounts an attachment asked for
         plan["source_fds"] = dict(zip(srcs, fds[:len(srcs)]))
         plan["attached_fds"] = list(zip(attached, fds[len(srcs):]))
+    for dest, path in msg.get("attached_paths") or ():
+        # what a rootless hutch could not clone: cloned here, in our namespace
+        plan.setdefault("attached_fds", []).append((dest, k.open_tree(
+            K.AT_FDCWD, path, K.OPEN_TREE_CLONE | K.OPEN_TREE_CLOEXEC,
+            what=f"clone {path} for {dest}")))
     k.prctl(K.PR_SET_DUMPABLE, 0, what="make the init non-dumpable")
     k.setsid()
     finalize.set_rlimits(proc["rlimits"])

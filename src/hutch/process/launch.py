@@ -6,6 +6,7 @@ prestart and createRuntime hooks, and waits for the init to report ready.  It is
 child subreaper meanwhile, so that a failed init can be reaped and nothing is left.
 """
 
+import errno
 import os
 import _signal as signal
 
@@ -81,11 +82,13 @@ def spawn(plan, h, on_pid, hooks_state, on_rootfs=None, meanwhile=None,
                 srcs = _bind_sources(plan) if plan["new_user"] and \
                     plan["new_mountns"] else []
                 opened = _open_in_mount_ns(c2, srcs) if srcs else []
-                clones = _clone_mounts(extra) if extra and plan["new_mountns"] else []
+                clones, by_path = _clone_mounts(extra) if extra and \
+                    plan["new_mountns"] else ([], [])
                 try:
                     channel.send(psock, {"t": "go", "pid": c2,
                                          "sources": [s for s, _ in opened],
-                                         "attached": [d for d, _ in clones]})
+                                         "attached": [d for d, _ in clones],
+                                         "attached_paths": by_path})
                     if opened or clones:
                         channel.send_fds(psock, [fd for _, fd in opened + clones])
                 finally:
@@ -186,19 +189,27 @@ def _clone_mounts(mounts):
     """Detached clones, made in this command's mount namespace, of the host paths
     attachments asked to have bound into the container: [(destination, fd)].
     The init attaches each in its own namespace (a clone may come from a mount
-    made after the init's namespace was copied, such as the keeper's views)."""
+    made after the init's namespace was copied, such as the keeper's views).
+    A rootless command may not clone (EPERM: no CAP_SYS_ADMIN over the host's
+    mount namespace): those come back as [(destination, path)], for the init to
+    clone in its own namespace (a file made after it was copied is there too)."""
     k = kernel()
-    out = []
+    out, by_path = [], []
     try:
         for src, dest in mounts:
-            out.append((dest, k.open_tree(K.AT_FDCWD, src, K.OPEN_TREE_CLONE |
-                                          K.OPEN_TREE_CLOEXEC,
-                                          what=f"clone {src} for {dest}")))
+            try:
+                out.append((dest, k.open_tree(K.AT_FDCWD, src, K.OPEN_TREE_CLONE |
+                                              K.OPEN_TREE_CLOEXEC,
+                                              what=f"clone {src} for {dest}")))
+            except OSError as e:
+                if e.errno != errno.EPERM or os.geteuid() == 0:
+                    raise
+                by_path.append([dest, src])
     except BaseException:
         for _, fd in out:
             os.close(fd)
         raise
-    return out
+    return out, by_path
 
 
 def _close_plan_fds(plan):
