@@ -247,7 +247,18 @@ def test_network_create_inspect_rm_in_use(lab):
     assert r.returncode == 1 and "in use" in r.stderr and "a" in r.stderr
     state = json.loads(lab.hutch("state", "a").stdout)
     assert state["annotations"]["org.hutch.network.n1"] == ip
+    r = lab.hutch("checkpoint", "--image-path", os.path.join(lab.root, "img"), "a",
+                  check=False)
+    assert r.returncode == 1 and "hutch network" in r.stderr
+    # a responder that died is started again by the next container
+    pid = json.load(open(os.path.join(lab.root, "networks", "n1", "leases.json"))
+                    )["resolver"]["pid"]
+    os.kill(pid, 9)
+    lab.detached("b", ["sleep", "300"], "--network", "n1")
+    out = lab.exec("b", "busybox", "nslookup", "a").stdout
+    assert ip in out
     lab.hutch("delete", "-f", "a")
+    lab.hutch("delete", "-f", "b")
     assert not lab.inspect("n1")["active"]
     lab.hutch("network", "rm", "n1")
     assert "n1" not in lab.hutch("network", "ls").stdout

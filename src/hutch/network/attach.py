@@ -27,8 +27,6 @@ data from ``attach`` and can run twice.
 """
 
 import errno
-import hashlib
-import ipaddress
 import os
 
 from ..errors import HutchError, failpoint
@@ -40,7 +38,8 @@ KIND = "hutch.network.attach:Network"
 def link_names(cid, net):
     """The host end of a container's veth on a network, and its ifb device:
     derived from both names, so an undo without data finds them."""
-    h = hashlib.sha256(f"{cid}\0{net}".encode()).hexdigest()[:10]
+    from _blake2 import blake2b     # (hashlib would load OpenSSL: ~3 ms)
+    h = blake2b(f"{cid}\0{net}".encode(), digest_size=5).hexdigest()
     return "hv" + h, "hb" + h
 
 
@@ -80,63 +79,62 @@ class Network:
         return data
 
     def _bridges(self, ctx):
-        from . import nft, nl
-        from .store import Store, allocate
-        from ..linux.kernel import kernel
+        from . import nft
+        from ..container.record import proc_stat
+        from .store import Store, allocate, prefixlen
         store = Store(ctx.root, self.config_dir)
         joined = []
+        starttime = proc_stat(ctx.pid)[1]
         with store:
             defs = [store.get(n) for n in self.names]
-            csock = nl.container_socket(ctx.pid, kernel())
-            try:
-                for i, defn in enumerate(defs):
-                    act = activate(store, defn)
-                    name = defn["name"]
-                    host_if, ifb = link_names(ctx.cid, name)
-                    lease = {"name": self.dns_name or ctx.cid, "aliases": self.aliases,
-                             "host_if": host_if, "ifname": f"eth{i}", "ports": [],
-                             "ip4": None, "ip6": None}
-                    if defn.get("subnet"):
-                        lease["ip4"] = allocate(defn, act, ctx.cid,
-                                                self.ip if i == 0 else None, 4)
-                    if defn.get("subnet6"):
-                        lease["ip6"] = allocate(defn, act, ctx.cid,
-                                                self.ip6 if i == 0 else None, 6)
-                    if i == 0:
-                        self._check_ports(store, ctx.cid)
-                        lease["ports"] = self.publish
-                    act["leases"][ctx.cid] = lease
-                    store.save_active(name, act)
-                    failpoint("network:leased")
-                    addrs, gws = [], []
-                    for key, skey, gkey in (("ip4", "subnet", "gateway"),
-                                            ("ip6", "subnet6", "gateway6")):
-                        if lease[key]:
-                            addrs.append((lease[key],
-                                          ipaddress.ip_network(defn[skey]).prefixlen))
-                            gws.append(defn[gkey])
-                    nl.add_veth(host_if, defn["bridge"], ctx.pid, lease["ifname"], addrs,
-                                gws if i == 0 else None, defn.get("mtu") or 1500, csock)
-                    failpoint("network:veth")
-                    if self.bandwidth:
-                        nl.limit(host_if, ifb, self.bandwidth)
-                    if lease["ports"]:
-                        nft.run(nft.publish_commands(ctx.cid, lease["ports"],
-                                                     lease["ip4"], lease["ip6"]),
-                                f"publish the ports of {ctx.cid}")
-                        from . import resolver
-                        reply = resolver.reload(store.run_dir(name))
-                        if reply.get("errors"):
-                            raise HutchError(f"publish on network {name}: "
-                                             f"{'; '.join(reply['errors'])}",
-                                             errno.EADDRINUSE)
-                    joined.append({"network": name, "ifname": lease["ifname"],
-                                   "host_if": host_if, "ip4": lease["ip4"],
-                                   "ip6": lease["ip6"], "gateway4": defn.get("gateway"),
-                                   "gateway6": defn.get("gateway6"),
-                                   "internal": defn.get("internal", False)})
-            finally:
-                csock.close()
+            for i, defn in enumerate(defs):
+                act = activate(store, defn)
+                name = defn["name"]
+                host_if, ifb = link_names(ctx.cid, name)
+                lease = {"name": self.dns_name or ctx.cid, "aliases": self.aliases,
+                         "host_if": host_if, "ifname": f"eth{i}", "ports": [],
+                         "ip4": None, "ip6": None}
+                if defn.get("subnet"):
+                    lease["ip4"] = allocate(defn, act, ctx.cid,
+                                            self.ip if i == 0 else None, 4)
+                if defn.get("subnet6"):
+                    lease["ip6"] = allocate(defn, act, ctx.cid,
+                                            self.ip6 if i == 0 else None, 6)
+                if i == 0:
+                    self._check_ports(store, ctx.cid)
+                    lease["ports"] = self.publish
+                act["leases"][ctx.cid] = lease
+                store.save_active(name, act)
+                failpoint("network:leased")
+                addrs, gws = [], []
+                for key, skey, gkey in (("ip4", "subnet", "gateway"),
+                                        ("ip6", "subnet6", "gateway6")):
+                    if lease[key]:
+                        addrs.append((lease[key], prefixlen(defn[skey])))
+                        gws.append(defn[gkey])
+                do_links(store.run_dir(name), [{
+                    "op": "veth", "host_if": host_if, "bridge": defn["bridge"],
+                    "pid": ctx.pid, "starttime": starttime,
+                    "ifname": lease["ifname"], "addrs": addrs,
+                    "gateways": gws if i == 0 else None,
+                    "mtu": defn.get("mtu") or 1500, "bandwidth": self.bandwidth,
+                    "ifb": ifb}])
+                failpoint("network:veth")
+                if lease["ports"]:
+                    nft.run(nft.publish_commands(ctx.cid, lease["ports"],
+                                                 lease["ip4"], lease["ip6"]),
+                            f"publish the ports of {ctx.cid}")
+                    from . import resolver
+                    reply = resolver.reload(store.run_dir(name))
+                    if reply.get("errors"):
+                        raise HutchError(f"publish on network {name}: "
+                                         f"{'; '.join(reply['errors'])}",
+                                         errno.EADDRINUSE)
+                joined.append({"network": name, "ifname": lease["ifname"],
+                               "host_if": host_if, "ip4": lease["ip4"],
+                               "ip6": lease["ip6"], "gateway4": defn.get("gateway"),
+                               "gateway6": defn.get("gateway6"),
+                               "internal": defn.get("internal", False)})
         return {"mode": "bridge", "networks": joined, "publish": self.publish,
                 "config_dir": store.config_dir}
 
@@ -191,8 +189,7 @@ class Network:
         cache = os.path.join(ctx.root, "networks", "cni-cache")
         result = cni.add(conf, ctx.cid, netns, "eth0", cache_dir=cache,
                          port_mappings=mappings)
-        ips = [str(ipaddress.ip_interface(i["address"]).ip)
-               for i in result.get("ips") or ()]
+        ips = [i["address"].partition("/")[0] for i in result.get("ips") or ()]
         dns = result.get("dns") or {}
         return {"mode": "cni", "conflist": conf, "cache": cache, "ips": ips,
                 "nameservers": dns.get("nameservers") or [], "publish": self.publish}
@@ -260,8 +257,16 @@ class Network:
                 errors.append(str(e))
         if errors:
             raise HutchError("; ".join(errors))
-        import shutil
-        shutil.rmtree(os.path.join(ctx.root, ctx.cid, "network"), ignore_errors=True)
+        files = os.path.join(ctx.root, ctx.cid, "network")
+        for name in ("resolv.conf", "hosts"):
+            try:
+                os.unlink(os.path.join(files, name))
+            except FileNotFoundError:
+                pass
+        try:
+            os.rmdir(files)
+        except OSError:
+            pass        # gone, or the rootless tool's files are still there
 
     @staticmethod
     def checkpoint_refusal(data):
@@ -304,8 +309,32 @@ def _detach_cni(ctx, data, errors):
         errors.append(str(e))
 
 
+def _exists(ifname):
+    """Whether a link exists in this network namespace (no netlink needed: the
+    kernel removes a veth with its container's namespace, often before this)."""
+    import _socket
+    try:
+        _socket.if_nametoindex(ifname)
+        return True
+    except OSError:
+        return False
+
+
+def do_links(run_dir, ops, wait=True):
+    """Link work (:func:`hutch.network.nl.apply`) done by the network's daemon,
+    which has pyroute2 loaded; by this process when no daemon runs."""
+    from . import resolver
+    try:
+        resolver.links(run_dir, ops, wait=wait)
+    except HutchError as e:
+        if e.errno != errno.ENOTCONN:
+            raise
+        from . import nl
+        nl.apply(ops)
+
+
 def _detach_bridges(ctx, data):
-    from . import nft, nl
+    from . import nft
     from .store import Store
     config_dir = (data or {}).get("config_dir")
     store = Store(ctx.root, config_dir)
@@ -324,9 +353,11 @@ def _detach_bridges(ctx, data):
             if lease is None:
                 continue
             host_if, ifb = link_names(ctx.cid, name)
+            left = [n for n in (host_if, ifb) if _exists(n)]
             try:
-                nl.delete_link(host_if)
-                nl.delete_link(ifb)
+                if left:
+                    do_links(store.run_dir(name), [{"op": "delete", "names": left}],
+                             wait=False)
             except HutchError as e:
                 errors.append(str(e))
                 continue
@@ -359,10 +390,10 @@ def _netns_id():
 def activate(store, defn):
     """The network's bridge, rules, responder and ip_forward, once; returns its
     leases record.  The caller holds the store's lock."""
-    import json
-
+    from .. import jsonlite
     from . import nft, nl, resolver
     name = defn["name"]
+    run_dir = store.run_dir(name)
     act = store.active(name)
     here = _netns_id()
     if act is not None:
@@ -370,26 +401,40 @@ def activate(store, defn):
             raise HutchError(f"network {name} is active in another network namespace "
                              f"(net:[{act.get('netns')}]); hutch commands using one "
                              "--root must share a network namespace", errno.EXDEV)
+        if not resolver.running(act.get("resolver")):
+            # it died (killed, OOM): the network's names come back with a new one
+            resolver.stop(store.run_dir(name), act.get("resolver"))
+            act["resolver"] = resolver.start(store.run_dir(name), [
+                a for a in (act.get("gateway4"), act.get("gateway6")) if a])
+            store.save_active(name, act)
+            if any(lease.get("ports") for lease in act["leases"].values()):
+                resolver.reload(store.run_dir(name))
         return act
     fwd = store.forwarding_path()
     if not store.active_names() and not os.path.exists(fwd):
         saved = {"ipv4": nl.sysctl("net/ipv4/ip_forward"),
                  "ipv6": nl.sysctl("net/ipv6/conf/all/forwarding")}
         with open(fwd + ".tmp", "w") as f:
-            json.dump(saved, f)
+            f.write(jsonlite.dumps(saved))
         os.rename(fwd + ".tmp", fwd)
     act = {"network": name, "bridge": defn["bridge"], "netns": here,
            "gateway4": defn.get("gateway"), "gateway6": defn.get("gateway6"),
            "subnet4": defn.get("subnet"), "subnet6": defn.get("subnet6"),
            "internal": defn.get("internal", False), "leases": {}, "resolver": None}
     store.save_active(name, act)        # first: an undo finds what may follow
+    import ipaddress
     addrs, subnets = [], []
     for skey, gkey in (("subnet", "gateway"), ("subnet6", "gateway6")):
         if defn.get(skey):
             net = ipaddress.ip_network(defn[skey])
             subnets.append(net)
             addrs.append((defn[gkey], net.prefixlen))
-    nl.ensure_bridge(defn["bridge"], defn.get("mtu") or 1500, addrs)
+    # the daemon first (its DNS sockets bind with IP_FREEBIND before the bridge
+    # has the addresses); it makes the bridge, with pyroute2 loaded already
+    act["resolver"] = resolver.start(run_dir, [a for a, _ in addrs])
+    store.save_active(name, act)
+    do_links(run_dir, [{"op": "bridge", "name": defn["bridge"],
+                        "mtu": defn.get("mtu") or 1500, "addrs": addrs}])
     # on for internal networks too: their forward rules drop what leaves them
     nl.sysctl("net/ipv4/ip_forward", 1)
     if defn.get("subnet6"):
@@ -398,30 +443,30 @@ def activate(store, defn):
     nft.run(nft.base_commands() + nft.delete_commented({f"net:{name}"}, rules or [])
             + nft.network_commands(name, defn["bridge"], subnets, act["internal"]),
             f"add the rules of network {name}")
-    act["resolver"] = resolver.start(store.run_dir(name),
-                                     [a for a, _ in addrs])
-    store.save_active(name, act)
     return act
 
 
 def deactivate(store, name, act):
     """Undoes :func:`activate` (when its last container left)."""
-    import json
-
+    from .. import jsonlite
     from . import nft, nl, resolver
-    resolver.stop(store.run_dir(name), act.get("resolver"))
     rules = nft.list_table()
     if rules is not None:
         nft.run(nft.delete_commented({f"net:{name}"}, rules),
                 f"remove the rules of network {name}")
-    nl.delete_link(act["bridge"])
+    if _exists(act["bridge"]):
+        # queued after the veths' removals; the daemon finishes both before
+        # it exits (stop below waits for that)
+        do_links(store.run_dir(name), [{"op": "delete", "names": [act["bridge"]]}],
+                 wait=False)
+    resolver.stop(store.run_dir(name), act.get("resolver"))
     store.drop_active(name)
     if not store.active_names():
         nft.delete_table()
         fwd = store.forwarding_path()
         try:
             with open(fwd) as f:
-                saved = json.load(f)
+                saved = jsonlite.loads(f.read())
         except FileNotFoundError:
             return
         nl.sysctl("net/ipv4/ip_forward", saved["ipv4"])

@@ -3,7 +3,8 @@
 Why libnftables (ctypes on libnftables.so.1) and not ``nft -j``: a container's
 rules go in as one JSON batch, one atomic transaction, in the calling process;
 a ``nft`` process per change would cost 3-5 ms each and the same parser.  The
-JSON is built as Python data and encoded by ``json``; libnftables parses it.
+JSON is built as Python data and encoded by ``_json`` (hutch.jsonlite);
+libnftables parses it.
 
 hutch never touches another table.  Its table holds:
 
@@ -22,8 +23,8 @@ are removed by comment, so the undo needs no saved handle.
 
 import ctypes
 import errno
-import json
 
+from .. import jsonlite
 from ..errors import HutchError
 
 TABLE = "hutch"
@@ -66,7 +67,7 @@ def run(commands, what):
         lib.nft_ctx_output_set_flags(ctx, _JSON | _HANDLE)
         lib.nft_ctx_buffer_output(ctx)
         lib.nft_ctx_buffer_error(ctx)
-        doc = json.dumps({"nftables": commands}).encode()
+        doc = jsonlite.dumps({"nftables": commands}, compact=True).encode()
         rc = lib.nft_run_cmd_from_buffer(ctx, doc)
         out = lib.nft_ctx_get_output_buffer(ctx) or b""
         err = (lib.nft_ctx_get_error_buffer(ctx) or b"").decode(errors="replace")
@@ -79,7 +80,7 @@ def run(commands, what):
         code = errno.ENOENT if "No such file" in err else \
             errno.EPERM if "Operation not permitted" in err else errno.EINVAL
         raise HutchError(f"{what}: nftables: {first}", code)
-    return json.loads(out) if out.strip() else None
+    return jsonlite.loads(out.decode()) if out.strip() else None
 
 
 # --- building blocks ---------------------------------------------------------------

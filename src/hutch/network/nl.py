@@ -15,9 +15,11 @@ import os
 
 from ..errors import HutchError
 
+import threading
+
 IFA_F_NODAD = 0x02
 TC_H_ROOT = 0xFFFFFFFF
-_IPR = None
+_LOCAL = threading.local()      # a netlink socket per thread (pyroute2's are not shared)
 
 
 def _nlerr(what, e):
@@ -26,20 +28,12 @@ def _nlerr(what, e):
 
 
 def ipr():
-    """The netlink socket of this thread's network namespace (kept open)."""
-    global _IPR
-    if _IPR is None:
+    """This thread's netlink socket, in its network namespace (kept open)."""
+    s = getattr(_LOCAL, "ipr", None)
+    if s is None:
         from pyroute2 import IPRoute
-        _IPR = IPRoute()
-    return _IPR
-
-
-def reset():
-    """Forgets the cached socket (after this thread changed network namespace)."""
-    global _IPR
-    if _IPR is not None:
-        _IPR.close()
-        _IPR = None
+        s = _LOCAL.ipr = IPRoute()
+    return s
 
 
 def index(name, sock=None):
@@ -126,6 +120,8 @@ def add_veth(host_if, bridge, pid, ifname, addrs, gateways, mtu, csock):
     import socket
     s = ipr()
     what = f"make veth {host_if} for {ifname}"
+    if index(host_if) is not None:
+        delete_link(host_if)    # a stale one of this name (its removal is queued)
     try:
         nsfd = os.open(f"/proc/{pid}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         try:
@@ -176,3 +172,40 @@ def limit(host_if, ifb, bits):
                      "ifindex": iidx})
     except Exception as e:
         raise _nlerr(f"limit {host_if} to {bits} bit/s", e) from None
+
+
+def apply(ops):
+    """Link operations as data, so that the network's daemon can run them for
+    a hutch command (resolver.links):
+
+    * ``{"op": "bridge", "name", "mtu", "addrs": [[ip, plen]]}``
+    * ``{"op": "veth", "host_if", "bridge", "pid", "starttime", "ifname",
+      "addrs", "gateways", "mtu", "bandwidth", "ifb"}``: the container's init
+      is checked by its start time, so a reused pid is never configured
+    * ``{"op": "delete", "names": [...]}``
+    """
+    from ..container.record import proc_stat
+    from ..linux.kernel import kernel
+    for op in ops:
+        kind = op["op"]
+        if kind == "bridge":
+            ensure_bridge(op["name"], op["mtu"], [tuple(a) for a in op["addrs"]])
+        elif kind == "veth":
+            st = proc_stat(op["pid"])
+            if st is None or st[1] != op["starttime"]:
+                raise HutchError(f"make veth {op['host_if']}: the container's init "
+                                 f"(pid {op['pid']}) is gone", errno.ESRCH)
+            csock = container_socket(op["pid"], kernel())
+            try:
+                add_veth(op["host_if"], op["bridge"], op["pid"], op["ifname"],
+                         [tuple(a) for a in op["addrs"]], op["gateways"], op["mtu"],
+                         csock)
+            finally:
+                csock.close()
+            if op.get("bandwidth"):
+                limit(op["host_if"], op["ifb"], op["bandwidth"])
+        elif kind == "delete":
+            for name in op["names"]:
+                delete_link(name)
+        else:
+            raise HutchError(f"unknown link operation {kind!r}", errno.EINVAL)

@@ -107,18 +107,37 @@ def reload(run_dir, timeout=3.0):
     its port proxies to match; returns its reply, ``{"t": "ok", "proxies":
     [...], "errors": [...]}``.  Waits (up to ``timeout`` s) for a daemon that
     was just started to open its control socket."""
+    return call(run_dir, {"t": "reload"}, timeout)
+
+
+def links(run_dir, ops, timeout=15.0, wait=True):
+    """Has the daemon make or remove links (:func:`hutch.network.nl.apply`'s
+    ``ops``): it has pyroute2 loaded already, which a hutch command would take
+    ~100 ms to import.  With ``wait`` False the daemon queues them and answers
+    at once (removals; it logs their errors, and finishes them before it
+    exits).  HutchError ENOTCONN when no daemon runs (the caller then does it
+    itself)."""
+    msg = {"t": "links", "ops": ops}
+    if not wait:
+        msg["nowait"] = True
+    return call(run_dir, msg, timeout)
+
+
+def call(run_dir, msg, timeout=3.0):
+    """One request to the daemon, waiting for a daemon that was just started
+    to open its control socket."""
     import errno
     import time
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _request(run_dir, {"t": "reload"}, max(0.1, deadline - time.monotonic()))
+            return _request(run_dir, msg, max(0.1, deadline - time.monotonic()))
         except OSError as e:
             data = _read_pidfile(run_dir)
             up = bool(data) and _alive(data)
             if up and e.errno in (errno.ENOENT, errno.ECONNREFUSED) and \
                     time.monotonic() < deadline:
-                time.sleep(0.02)        # it has not opened its control socket yet
+                time.sleep(0.005)       # it has not opened its control socket yet
                 continue
             name = _network_name(run_dir)
             if up:
@@ -127,7 +146,7 @@ def reload(run_dir, timeout=3.0):
             why = f"pid {data['pid']} has exited{_last_log_line(run_dir)}" if data else \
                 "it was never started, or was stopped"
             raise HutchError(f"dns responder of network {name} is not running: {why}",
-                             e.errno) from None
+                             errno.ENOTCONN) from None
 
 
 def stop(run_dir, data=None, timeout=2.0):
@@ -298,6 +317,11 @@ def _same(a, b):
     return a.get("pid") == b.get("pid") and a.get("starttime") == b.get("starttime")
 
 
+def running(data):
+    """Whether the daemon ``start`` returned ``data`` for still runs."""
+    return bool(data) and _alive(data)
+
+
 def _alive(data):
     from ..container.record import proc_stat
     st = proc_stat(data["pid"])
@@ -329,7 +353,8 @@ def _request(run_dir, msg, timeout):
     """One request on the daemon's control socket and its reply (a dict).
     OSError if there is no daemon to answer."""
     import errno
-    import socket
+
+    import _socket as socket   # (socket.py costs ~2 ms more to import)
 
     from .. import jsonlite
     from ..keeper.sock import unix_path
@@ -358,7 +383,7 @@ def _request(run_dir, msg, timeout):
     if not isinstance(reply, dict):
         raise OSError(errno.EPROTO, "unreadable answer")
     if reply.get("t") == "error":
-        raise HutchError(f"dns responder: {reply.get('msg')}", reply.get("errno"))
+        raise HutchError(str(reply.get("msg")), reply.get("errno"))
     return reply
 
 
@@ -650,6 +675,14 @@ class _Daemon:
         self._watch(self.ctl, self._accept_ready, self.ctl, self._control)
         self.leases.check()
         self.sync_proxies()
+        # one thread for netlink (links()): it loads pyroute2 now, so that the
+        # first container's veth does not wait for the import
+        from concurrent.futures import ThreadPoolExecutor
+        self.netlink = ThreadPoolExecutor(1, thread_name_prefix="netlink")
+        self.netlink.submit(_warm_netlink)
+        # removals have a thread of their own: a veth's takes ~10 ms (the
+        # kernel waits for RCU), which the next container's must not wait for
+        self.reaper = ThreadPoolExecutor(1, thread_name_prefix="reaper")
         sweeper = asyncio.ensure_future(self._sweep())
         try:
             await self.stopping.wait()
@@ -664,6 +697,8 @@ class _Daemon:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(sweeper, *tasks, return_exceptions=True)
+            self.netlink.shutdown(wait=True)
+            self.reaper.shutdown(wait=True)
 
     def _watch(self, sock, fn, *args):
         self.loop.add_reader(sock.fileno(), fn, *args)
@@ -719,6 +754,7 @@ class _Daemon:
         reader, writer = await asyncio.open_connection(sock=conn)
         try:
             line = await asyncio.wait_for(reader.readline(), 5.0)
+            msg = None
             try:
                 msg = jsonlite.loads(line)
                 kind = msg.get("t") if isinstance(msg, dict) else None
@@ -726,6 +762,15 @@ class _Daemon:
                 kind = None
             if kind == "reload":
                 reply = self.reload()
+            elif kind == "links" and msg.get("nowait"):
+                # removals: queued in order on the reaper thread, answered at
+                # once (a make of the same name removes a stale one first)
+                ops = msg.get("ops") or []
+                fut = self.loop.run_in_executor(self.reaper, _apply_links, ops)
+                fut.add_done_callback(self._queued_done)
+                reply = {"t": "ok", "queued": True}
+            elif kind == "links":
+                reply = await self._links(msg.get("ops") or [])
             elif kind == "stop":
                 reply = {"t": "ok"}
                 self.stopping.set()
@@ -738,6 +783,22 @@ class _Daemon:
             pass
         finally:
             writer.close()
+
+    def _queued_done(self, fut):
+        if not fut.cancelled() and fut.exception() is not None:
+            self.log(f"links: {fut.exception()}")
+
+    async def _links(self, ops):
+        """Link work for a hutch command (hutch.network.nl.apply), in the one
+        netlink thread: pyroute2's calls block, and the DNS must not wait."""
+        from ..errors import HutchError
+        try:
+            await self.loop.run_in_executor(self.netlink, _apply_links, ops)
+        except HutchError as e:
+            return {"t": "error", "msg": str(e), "errno": e.errno}
+        except Exception as e:      # noqa: BLE001 - reported to the command
+            return {"t": "error", "msg": f"links: {e!r}", "errno": 5}
+        return {"t": "ok"}
 
     def reload(self):
         self.leases.check(force=True)
@@ -1214,3 +1275,13 @@ class _UdpProxy:
                     self.sock.sendto(data, addr)
             except OSError:
                 pass
+
+
+def _warm_netlink():
+    from . import nl
+    nl.ipr()
+
+
+def _apply_links(ops):
+    from . import nl
+    nl.apply(ops)
