@@ -282,7 +282,13 @@ class Settings:
             mounts = view + mounts
         elif self.userns:
             _check_reachable(root_dir, *self.host_ids())
-        make_mountpoints(root_dir, self.volumes, self.rootfs == "/")
+        points = list(self.volumes)
+        if self.rootfs != "/" and self.net_mode not in ("none", "loopback", "host"):
+            # the network's own /etc/resolv.conf and /etc/hosts go over these
+            # (made here: the sandbox's root may not write the rootfs's /etc)
+            points += [("/dev/null", d, True) for d in ("/etc/resolv.conf",
+                                                        "/etc/hosts")]
+        make_mountpoints(root_dir, points, self.rootfs == "/")
         for src, dst, ro in self.volumes:
             mounts.append({"destination": dst, "type": "bind", "source": src,
                            "options": ["rbind", "nosuid", "nodev"] +
