@@ -31,7 +31,7 @@ PODMAN="podman --root $W/storage --runroot $W/run --tmpdir $W/tmp"
 cleanup() {
     set +e
     for c in $(ls "$W/root" 2>/dev/null); do
-        case $c in networks|.*) ;; *) $N $HUTCH delete -f "$c" >/dev/null 2>&1 ;; esac
+        case $c in .*) ;; *) $N $HUTCH delete -f "$c" >/dev/null 2>&1 ;; esac
     done
     $N $PODMAN rm -af -t 0 >/dev/null 2>&1; $N $PODMAN system reset -f >/dev/null 2>&1
     for ns in "$NS" "$CT"; do

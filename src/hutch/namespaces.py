@@ -154,3 +154,25 @@ def new_flags(namespaces, exclude_user=True):
         if not path and not (exclude_user and t == "user"):
             f |= NAMESPACES[t]
     return f
+
+
+IFF_UP = 0x1
+
+
+def loopback_up(k):
+    import _socket
+    import struct
+
+    from .linux import kernel as K
+    s = _socket.socket(_socket.AF_INET, _socket.SOCK_DGRAM)
+    try:
+        req = struct.pack("16sH14x", b"lo", 0)
+        flags = struct.unpack("16sH14x", k.ioctl(s.fileno(), K.SIOCGIFFLAGS, req,
+                                                 what="get the flags of lo"))[1]
+        k.ioctl(s.fileno(), K.SIOCSIFFLAGS,
+                struct.pack("16sH14x", b"lo", flags | IFF_UP), what="set the flags of lo")
+    except OSError as e:
+        raise HutchError(f"bring up the loopback interface: {os.strerror(e.errno)}",
+                         e.errno) from None
+    finally:
+        s.close()

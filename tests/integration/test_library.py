@@ -341,8 +341,16 @@ def test_errors_are_typed(root):
     with pytest.raises(hutch.SandboxError) as e:
         hutch.Sandbox(root=root, memory="lots")
     assert e.value.errno == 22
-    with pytest.raises(hutch.SandboxError):
-        hutch.Sandbox(root=root, network="mynet")
+    with pytest.raises(hutch.SandboxError) as e:
+        hutch.Sandbox(root=root, network="host,mynet")
+    assert e.value.errno == 22
+    with pytest.raises(hutch.SandboxError) as e:
+        hutch.Sandbox(root=root, publish=["8080:80"])     # loopback only
+    assert e.value.errno == 22
+    with pytest.raises(hutch.SandboxError) as e:
+        hutch.Sandbox(root=root, network="no-such-net",
+                      config_dir=str(root) + "-cfg").start()
+    assert e.value.errno == 2 and "no such network" in str(e.value)
     sb = hutch.Sandbox(root=root)
     with pytest.raises(hutch.SandboxError):
         sb.run(["true"])        # not started

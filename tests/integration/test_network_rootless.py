@@ -265,11 +265,12 @@ class World:
         if self.uid is not None:
             subprocess.run(["pkill", "-9", "-U", str(self.uid)], capture_output=True)
             # orphaned tools are reaped by pid 1, which may take a moment
+            # (this VM's pid 1 reaps late: a zombie is dead, not a leftover)
             deadline = time.monotonic() + 15
-            while self.user_procs() and time.monotonic() < deadline:
+            while self.user_procs(zombies=False) and time.monotonic() < deadline:
                 time.sleep(0.2)
-            left = self.user_procs()
-            subprocess.run(["userdel", self.user], check=not left)
+            left = self.user_procs(zombies=False)
+            subprocess.run(["userdel", "-f", self.user], check=not left)
             assert not left, left
         for ns in (self.host, self.inet):
             if os.path.exists(f"/run/netns/{ns}"):
@@ -292,7 +293,7 @@ def world():
     for ns in (w.host, w.inet):
         assert not os.path.exists(f"/run/netns/{ns}")
     assert not os.path.exists(w.work)
-    assert not w.user_procs()
+    assert not w.user_procs(zombies=False)     # zombies wait for pid 1
 
 
 def _status(pid, key):

@@ -162,7 +162,7 @@ class Lab:
         fwd = self.in_host(["sysctl", "-n", "net.ipv4.ip_forward"]).stdout.strip()
         if fwd != "0":
             left.append(f"ip_forward {fwd}")
-        nets = os.path.join(self.root, "networks")
+        nets = os.path.join(self.root, ".networks")
         if os.path.isdir(nets):
             left += [f"{nets}/{n}" for n in os.listdir(nets)
                      if n not in ("lock", "cni-cache")]
@@ -170,7 +170,7 @@ class Lab:
 
     def close(self):
         for n in os.listdir(self.root):
-            if not n.startswith(".") and n != "networks":
+            if not n.startswith("."):
                 self.hutch("delete", "-f", n, check=False)
         left = self.leftovers()
         for p in self.procs:
@@ -251,7 +251,7 @@ def test_network_create_inspect_rm_in_use(lab):
                   check=False)
     assert r.returncode == 1 and "hutch network" in r.stderr
     # a responder that died is started again by the next container
-    pid = json.load(open(os.path.join(lab.root, "networks", "n1", "leases.json"))
+    pid = json.load(open(os.path.join(lab.root, ".networks", "n1", "leases.json"))
                     )["resolver"]["pid"]
     os.kill(pid, 9)
     lab.detached("b", ["sleep", "300"], "--network", "n1")

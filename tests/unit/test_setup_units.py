@@ -15,7 +15,7 @@ from hutch.errors import HutchError
 from hutch.linux import exeguard
 from hutch.linux import kernel as K
 from hutch.namespaces import open_join_fds
-from hutch.network import loopback_up
+from hutch.namespaces import loopback_up
 from hutch.process import finalize
 from hutch.rootfs.setup import DEFAULT_DEVICES, Rootfs
 

@@ -58,7 +58,14 @@ def run(g, argv):
         if not pos:
             raise args.Usage("network rm: a network name is needed")
         for n in pos:
-            store.undefine(n)
+            with store:
+                act = store.active(n)
+                if act is not None and not act.get("leases"):
+                    # active without containers (a hutch killed part-way): its
+                    # bridge, rules and daemon go with it
+                    from ..network.attach import deactivate
+                    deactivate(store, n, act)
+                store.undefine(n)
             sys.stdout.write(n + "\n")
         return 0
     raise args.Usage(f"network: unknown command {cmd!r} (create, ls, inspect, rm)")

@@ -56,3 +56,22 @@ def recv_fds(sock_fd, n, bufsize=1):
             os.close(fd)
         raise OSError(errno.EPROTO, f"expected {n} fds from hutch, got {len(out)}")
     return out
+
+
+class unix_path:
+    """A unix socket's path short enough for sockaddr_un (108 bytes): itself, or
+    its name through /proc/self/fd of its directory (a deep --root)."""
+
+    def __init__(self, path):
+        self.path, self.fd = path, -1
+
+    def __enter__(self):
+        if len(self.path.encode()) < 100:
+            return self.path
+        d, name = os.path.split(self.path)
+        self.fd = os.open(d, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        return f"/proc/self/fd/{self.fd}/{name}"
+
+    def __exit__(self, *exc):
+        if self.fd >= 0:
+            os.close(self.fd)

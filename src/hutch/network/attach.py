@@ -186,7 +186,7 @@ class Network:
         mappings = [{"hostPort": p["host_port"], "containerPort": p["ctr_port"],
                      "protocol": p["proto"], "hostIP": p["host_ip"]}
                     for p in self.publish]
-        cache = os.path.join(ctx.root, "networks", "cni-cache")
+        cache = os.path.join(ctx.root, ".networks", "cni-cache")
         result = cni.add(conf, ctx.cid, netns, "eth0", cache_dir=cache,
                          port_mappings=mappings)
         ips = [i["address"].partition("/")[0] for i in result.get("ips") or ()]
@@ -245,7 +245,7 @@ class Network:
         if mode in (None, "bridge"):
             errors += _detach_bridges(ctx, data)
         if mode == "cni" or (mode is None and os.path.isdir(
-                os.path.join(ctx.root, "networks", "cni-cache"))):
+                os.path.join(ctx.root, ".networks", "cni-cache"))):
             _detach_cni(ctx, data, errors)
         if mode in S.ROOTLESS or (mode is None and os.path.exists(os.path.join(
                 ctx.root, ctx.cid, "network", "rootless-net.json"))):
@@ -296,7 +296,7 @@ def _host_resolv():
 
 def _detach_cni(ctx, data, errors):
     from . import cni
-    cache = os.path.join(ctx.root, "networks", "cni-cache")
+    cache = os.path.join(ctx.root, ".networks", "cni-cache")
     conf = (data or {}).get("conflist")
     if conf is None:
         return      # nothing was added without the conflist being known
@@ -343,8 +343,12 @@ def _detach_bridges(ctx, data):
         if not os.path.isdir(store.run):
             return errors
         try:
-            nft.run(nft.delete_commented({f"ctr:{ctx.cid}"}) or [], "remove the rules "
-                    f"of {ctx.cid}") if nft.list_table() else None
+            # a container that published nothing has no rules (an undo without
+            # data looks anyway)
+            rules = nft.list_table() if data is None or data.get("publish") else None
+            gone = nft.delete_commented({f"ctr:{ctx.cid}"}, rules) if rules else []
+            if gone:
+                nft.run(gone, f"remove the rules of {ctx.cid}")
         except HutchError as e:
             errors.append(str(e))
         for name in store.active_names():

@@ -357,7 +357,7 @@ def _request(run_dir, msg, timeout):
     import _socket as socket   # (socket.py costs ~2 ms more to import)
 
     from .. import jsonlite
-    from ..keeper.sock import unix_path
+    from ..linux.fdpass import unix_path
     s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         s.settimeout(timeout)
@@ -468,7 +468,7 @@ def serve(run_dir, fds, *, resolv_conf="/etc/resolv.conf", port=53, upstream_por
 def _listen_control(run_dir):
     import socket
 
-    from ..keeper.sock import unix_path
+    from ..linux.fdpass import unix_path
     path = os.path.join(run_dir, CONTROL)
     try:
         os.unlink(path)         # a daemon's that was killed

@@ -5,15 +5,15 @@
   ``--config-dir``, else $HUTCH_CONFIG_DIR, else /etc/hutch for root and
   $XDG_CONFIG_HOME/hutch for other users.
 * A network in use is **active**: its bridge, rules and DNS responder exist, and
-  ``ROOT/networks/NAME/leases.json`` records them with every container's lease
+  ``ROOT/.networks/NAME/leases.json`` records them with every container's lease
   (addresses, name, published ports).  The DNS responder reads that file.
   The first container to join activates a network; the last to leave removes
   it all (as netavark and aardvark-dns do), so nothing of a network outlives
   its containers.
-* ``ROOT/networks/lock`` is one flock that serialises every change to any
+* ``ROOT/.networks/lock`` is one flock that serialises every change to any
   network: definitions, activation and leases.  Creates that run at once get
   distinct addresses because each allocation reads and writes the lease file
-  under it.  ``ROOT/networks/forwarding.json`` keeps the host's ip_forward
+  under it.  ``ROOT/.networks/forwarding.json`` keeps the host's ip_forward
   settings from before the first network, restored when the last one goes.
 """
 
@@ -69,7 +69,7 @@ class Store:
         self.root = root
         self.config_dir = config_dir or default_config_dir()
         self.defs = os.path.join(self.config_dir, "networks")
-        self.run = os.path.join(root, "networks")
+        self.run = os.path.join(root, ".networks")    # hidden: not a container
         self._lock = -1
         self._depth = 0
 

@@ -41,7 +41,7 @@ def preload():
     """Imports everything the container side needs, before the plan arrives (the
     helper does this while the parent works) and before pivot_root (after it, the
     host's Python library is out of reach)."""
-    from .. import capabilities, hooks, jsonlite, lsm, network, namespaces  # noqa: F401
+    from .. import capabilities, hooks, jsonlite, lsm, namespaces  # noqa: F401
     from .. import seccomp  # noqa: F401
     from ..cgroups import manager  # noqa: F401
     from ..rootfs import setup  # noqa: F401
@@ -222,7 +222,7 @@ def stage2(plan, sock):
         rf.make_devices()
         rf.mount_attached()
     if plan["loopback"]:
-        from ..network import loopback_up
+        from ..namespaces import loopback_up
         loopback_up(k)
     if plan["sysctl"]:
         from ..namespaces import write_sysctls
