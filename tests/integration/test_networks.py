@@ -524,3 +524,36 @@ def test_rootless_egress_and_publish(lab, tool):
     finally:
         subprocess.run(["pkill", "-9", "-u", name], capture_output=True)
         subprocess.run(["userdel", name], check=True)
+
+
+def test_options_and_two_networks(lab):
+    """--ip, --dns, --add-host and --network-alias, and a sandbox on two
+    networks: eth0 and eth1, a default route through the first, names on both."""
+    lab.hutch("network", "create", "front", "--subnet", "10.99.2.0/24")
+    lab.hutch("network", "create", "back", "--subnet", "10.99.3.0/24", "--ipv6")
+    lab.detached("both", ["sleep", "300"], "--network", "front,back", "--ip",
+                 "10.99.2.50", "--dns", "198.18.0.53", "--add-host", "mirror:10.1.2.3",
+                 "--network-alias", "www")
+    addrs = lab.exec("both", "ip", "-o", "addr").stdout
+    by_if = {}
+    for line in addrs.splitlines():
+        f = line.split()
+        by_if.setdefault(f[1], []).append(f[3])
+    assert "10.99.2.50/24" in by_if["eth0"]
+    assert any(a.startswith("10.99.3.") for a in by_if["eth1"])
+    assert any(a.startswith("fd") for a in by_if["eth1"])     # back has IPv6
+    route = lab.exec("both", "ip", "route", "show", "default").stdout
+    assert route.startswith("default via 10.99.2.1 dev eth0"), route
+    assert lab.exec("both", "cat", "/etc/resolv.conf").stdout == "nameserver 198.18.0.53\n"
+    hosts = lab.exec("both", "cat", "/etc/hosts").stdout
+    assert "10.1.2.3\tmirror" in hosts and "10.99.2.50\tboth" in hosts
+    assert "www" in hosts.split("10.99.2.50")[1].splitlines()[0]
+    # another container finds it by its alias on either network
+    for net, prefix in (("front", "10.99.2.50"), ("back", "10.99.3.")):
+        out = lab.hutch("sandbox", "--network", net, "--", "busybox", "nslookup",
+                        "www").stdout
+        assert f"Address: {prefix}" in out, (net, out)
+    # --ip taken: refused by name
+    r = lab.hutch("sandbox", "--network", "front", "--ip", "10.99.2.50", "--", "true",
+                  check=False)
+    assert r.returncode == 1 and "in use" in r.stderr
