@@ -15,10 +15,11 @@ HERE=$(pwd)
 # tier (no service is started: the tests run their own, privately); catatonit is
 # also the sandbox's PID 1; bubblewrap is what bench/api.py compares the library to;
 # nftables (libnftables) holds the container networks' rules, passt (pasta) and
-# slirp4netns give rootless containers a network, iperf3 is bench/network.sh's.
+# slirp4netns give rootless containers a network, iperf3 is bench/network.sh's,
+# curl is the network tests' client.
 PKGS="python3 python3-venv busybox-static runc hyperfine iproute2 libseccomp2 golang-github-containers-common
       uidmap podman conmon containernetworking-plugins netavark catatonit containerd
-      bubblewrap passt slirp4netns iperf3 nftables"
+      bubblewrap passt slirp4netns iperf3 nftables curl"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing="$missing $p"

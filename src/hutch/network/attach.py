@@ -100,7 +100,11 @@ class Network:
                 if defn.get("subnet6"):
                     lease["ip6"] = allocate(defn, act, ctx.cid,
                                             self.ip6 if i == 0 else None, 6)
-                if i == 0:
+                if i == 0 and self.publish:
+                    if defn.get("internal"):
+                        raise HutchError(f"publish: network {name} is internal (nothing "
+                                         "comes in or goes out); publish from a network "
+                                         "that is not", errno.EINVAL)
                     self._check_ports(store, ctx.cid)
                     lease["ports"] = self.publish
                 act["leases"][ctx.cid] = lease
@@ -126,9 +130,10 @@ class Network:
                             f"publish the ports of {ctx.cid}")
                     from . import resolver
                     reply = resolver.reload(store.run_dir(name))
-                    if reply.get("errors"):
-                        raise HutchError(f"publish on network {name}: "
-                                         f"{'; '.join(reply['errors'])}",
+                    mine = [e for e in reply.get("errors") or () if any(
+                        f":{p['host_port']}/{p['proto']}" in e for p in lease["ports"])]
+                    if mine:
+                        raise HutchError(f"publish on network {name}: {'; '.join(mine)}",
                                          errno.EADDRINUSE)
                 joined.append({"network": name, "ifname": lease["ifname"],
                                "host_if": host_if, "ip4": lease["ip4"],
