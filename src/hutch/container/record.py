@@ -115,14 +115,34 @@ def pidfd(pid, starttime):
 def kill_wait(pid, starttime, timeout=10.0):
     """SIGKILLs the process recorded as (pid, starttime), if it is still there,
     and waits (at most ``timeout`` s) until it is gone."""
+    stop_process(pid, starttime, term=False, timeout=0, kill_timeout=timeout)
+
+
+def stop_process(pid, starttime, ask=None, term=True, timeout=2.0, kill_timeout=None):
+    """Ends the process recorded as (pid, starttime), if it is still there (a
+    reused pid is never signalled), as the keeper, the networks' daemons and the
+    rootless network tools are stopped: ``ask()`` first if given (a request on
+    its control socket; it returns whether the process heard it), else SIGTERM
+    (unless ``term`` is False); a wait of ``timeout`` s on its pidfd; then
+    SIGKILL and a wait of ``kill_timeout`` s (``timeout`` by default)."""
+    import select
+
     import _signal as signal
     fd = pidfd(pid, starttime) if pid else None
     if fd is None:
         return
     try:
-        signal.pidfd_send_signal(fd, signal.SIGKILL)
-        import select
-        select.select([fd], [], [], timeout)
+        heard = False
+        if ask is not None:
+            try:
+                heard = bool(ask())
+            except (OSError, ValueError, HutchError):
+                heard = False   # no answer: SIGTERM, then the waits
+        if not heard and term:
+            signal.pidfd_send_signal(fd, signal.SIGTERM)
+        if not (heard or term) or not select.select([fd], [], [], timeout)[0]:
+            signal.pidfd_send_signal(fd, signal.SIGKILL)
+            select.select([fd], [], [], timeout if kill_timeout is None else kill_timeout)
     except ProcessLookupError:
         pass
     finally:

@@ -99,24 +99,9 @@ def exit_code(state_dir):
 
 
 def stop(d, pid, starttime, timeout=STOP_TIMEOUT):
-    import select
-    import _signal as signal
-    from ..container.record import pidfd
-    fd = pidfd(pid, starttime)
-    if fd is None:
-        return
-    try:
-        request(d, {"t": "stop"}, timeout=timeout)
-    except HutchError:
-        pass        # no answer: the pidfd wait below, then SIGKILL
-    try:
-        if not select.select([fd], [], [], timeout)[0]:
-            signal.pidfd_send_signal(fd, signal.SIGKILL)
-            select.select([fd], [], [], timeout)
-    except ProcessLookupError:
-        pass
-    finally:
-        os.close(fd)
+    from ..container.record import stop_process
+    stop_process(pid, starttime, ask=lambda: request(d, {"t": "stop"}, timeout=timeout),
+                 timeout=timeout)
 
 
 def request(d, msg, timeout=3.0):

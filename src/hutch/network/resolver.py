@@ -153,34 +153,15 @@ def stop(run_dir, data=None, timeout=2.0):
     """Stops the daemon (``data`` is what start() returned, else resolver.pid
     says) and removes its socket and pid file.  Only the process that started
     at the recorded time is signalled; nothing running is not an error."""
-    import select
-
-    import _signal as signal
-
-    from ..container.record import pidfd
+    from ..container.record import stop_process
     recorded = _read_pidfile(run_dir)
     if data is None:
         data = recorded
     if data:
-        fd = pidfd(data.get("pid") or 0, data.get("starttime"))
-        if fd is not None:
-            try:
-                asked = False
-                if recorded is None or _same(recorded, data):
-                    try:
-                        asked = _request(run_dir, {"t": "stop"}, min(timeout, 1.0)) \
-                            .get("t") == "ok"
-                    except (OSError, ValueError, HutchError):
-                        pass
-                if not asked:
-                    signal.pidfd_send_signal(fd, signal.SIGTERM)
-                if not select.select([fd], [], [], timeout)[0]:
-                    signal.pidfd_send_signal(fd, signal.SIGKILL)
-                    select.select([fd], [], [], timeout)
-            except ProcessLookupError:
-                pass
-            finally:
-                os.close(fd)
+        ours = recorded is None or _same(recorded, data)   # its socket is this one's
+        stop_process(data.get("pid") or 0, data.get("starttime"), ask=lambda: ours and
+                     _request(run_dir, {"t": "stop"}, min(timeout, 1.0)).get("t") == "ok",
+                     timeout=timeout)
     if recorded is not None and data and not _same(recorded, data) and _alive(recorded):
         return      # the files are another daemon's, which still runs
     for name in (CONTROL, PIDFILE):

@@ -566,35 +566,21 @@ def stop(state_dir, data=None):
     only a process whose pid and start time both match is signalled.  Then removes
     the record, the log, the API socket and the pid file.  Nothing running or
     recorded is not an error."""
-    import _signal
-    import select
+    from ..container.record import stop_process
     if data is None:
         data = _load(state_dir)
     tool = (data or {}).get("tool", "rootless")
     pid = (data or {}).get("pid")
     if data and _alive(data):
         try:
-            fd = os.pidfd_open(pid)
-        except ProcessLookupError:
-            fd = None
-        if fd is not None:
-            try:
-                if _alive(data):        # the pidfd now pins the process checked
-                    for sig, wait in ((_signal.SIGTERM, STOP_TIMEOUT),
-                                      (_signal.SIGKILL, 10.0)):
-                        _signal.pidfd_send_signal(fd, sig)
-                        if select.select([fd], [], [], wait)[0]:
-                            break
-                    try:        # reaped by init, unless the caller is its parent
-                        os.waitpid(pid, os.WNOHANG)
-                    except ChildProcessError:
-                        pass
-            except ProcessLookupError:
+            stop_process(pid, data.get("starttime"), timeout=STOP_TIMEOUT,
+                         kill_timeout=10.0)
+            try:        # reaped by init, unless the caller is its parent
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
                 pass
-            except OSError as e:
-                raise HutchError.from_os(f"network {tool}: stop pid {pid}", e) from None
-            finally:
-                os.close(fd)
+        except OSError as e:
+            raise HutchError.from_os(f"network {tool}: stop pid {pid}", e) from None
     for name in FILES + (STATE,):
         try:
             os.unlink(os.path.join(state_dir, name))
