@@ -247,28 +247,17 @@ class ContainerDir:
         directory locked must still be the one at the path once the lock is held:
         a delete that held it first may have removed it (and a create made a new
         one under the same id), and a waiter must never act on either."""
-        import fcntl
-        while True:
-            try:
-                fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW |
-                             os.O_CLOEXEC)
-            except (FileNotFoundError, NotADirectoryError):
-                import errno
-                raise NotFound("container does not exist", errno.ENOENT) from None
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            held = os.fstat(fd)
-            try:
-                now = os.stat(self.path, follow_symlinks=False)
-            except FileNotFoundError:
-                now = None
-            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino,
-                                                                held.st_dev):
-                self._lockfd = fd
-                return self
-            os.close(fd)
-            if now is None:
-                import errno
-                raise NotFound("container does not exist", errno.ENOENT)
+        import errno
+
+        from ..linux.fs import lock_current
+        try:
+            fd = lock_current(self.path, os.O_RDONLY | os.O_DIRECTORY)
+        except (FileNotFoundError, NotADirectoryError):
+            fd = None
+        if fd is None:
+            raise NotFound("container does not exist", errno.ENOENT) from None
+        self._lockfd = fd
+        return self
 
     @property
     def lock_fd(self):

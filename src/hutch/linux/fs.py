@@ -105,3 +105,26 @@ def _clear(dfd):
                 os.unlink(name, dir_fd=dfd)
             except OSError:
                 pass
+
+
+def lock_current(path, flags, mode=0o600):
+    """Opens ``path`` (os.open's ``flags``; O_NOFOLLOW and O_CLOEXEC are added)
+    and takes an exclusive flock on it, waiting; returns the fd once the file
+    locked is still the one at ``path``: a holder before us may have removed it,
+    and another made a new one under the name, which a waiter must never take
+    for its own.  None when the path is gone (FileNotFoundError or
+    NotADirectoryError from the open, too, are the caller's to see)."""
+    import fcntl
+    while True:
+        fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        held = os.fstat(fd)
+        try:
+            now = os.stat(path, follow_symlinks=False)
+        except FileNotFoundError:
+            now = None
+        if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+            return fd
+        os.close(fd)
+        if now is None and not flags & os.O_CREAT:
+            return None

@@ -451,23 +451,11 @@ class _Lock:
         self.cache_dir, self.fd = cache_dir, None
 
     def __enter__(self):
-        import fcntl
+        from ..linux.fs import lock_current
         try:
             os.makedirs(self.cache_dir, mode=0o700, exist_ok=True)
-            while True:
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW |
-                             os.O_CLOEXEC, 0o600)
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                held = os.fstat(fd)
-                try:
-                    now = os.stat(self.path, follow_symlinks=False)
-                except FileNotFoundError:
-                    now = None
-                if now is not None and (now.st_ino, now.st_dev) == (held.st_ino,
-                                                                    held.st_dev):
-                    self.fd = fd
-                    return self
-                os.close(fd)
+            self.fd = lock_current(self.path, os.O_RDWR | os.O_CREAT)
+            return self
         except OSError as e:
             raise HutchError.from_os(f"cni: lock {self.path}", e) from None
 
