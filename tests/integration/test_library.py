@@ -309,6 +309,31 @@ def test_parallel_threads(root):
     assert len(results) == 20
 
 
+def test_failed_starts_leave_no_zombie_and_close_returns(root):
+    """A process that fails before it runs its program (here: no such program)
+    is reaped: none is left in the sandbox's pid namespace to keep its dying
+    init, and close() with it, waiting (its error used to be able to reach the
+    caller before its pid did)."""
+    with hutch.Sandbox(root=root) as sb:
+        def fail():
+            for _ in range(10):
+                with pytest.raises(hutch.SandboxError):
+                    sb.run(["/no/such/program"])
+        threads = [threading.Thread(target=fail) for _ in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert sb.run(["true"]).returncode == 0
+        t0 = time.monotonic()
+    assert time.monotonic() - t0 < 5
+    with open(f"/proc/self/task/{os.getpid()}/children") as f:
+        kids = f.read().split()
+    zombies = [k for k in kids if open(f"/proc/{k}/stat").read().split(")")[1].split()[0]
+               == "Z"]
+    assert zombies == []
+
+
 def test_parallel_asyncio(root):
     async def one(i):
         async with hutch.aio.Sandbox(root=root) as sb:

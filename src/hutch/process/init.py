@@ -154,6 +154,11 @@ def fork_and_report(sock, fn, *args, cgroup=None):
     line), reports the child's pid, and exits: how stage1 and the exec helper
     hand over to a child in the new pid namespace.  ``cgroup``: the v2 cgroup
     the child is born in (:func:`hutch.cgroups.manager.open_v2`), closed here."""
+    # the child waits until its pid is on the channel: an error it reports
+    # must never come first, or the reader would not know whose zombie to reap
+    # (seen under load: a thread of the library then waited on the init for
+    # ever, which the unreaped child kept in its pid namespace)
+    told_r, told_w = os.pipe2(os.O_CLOEXEC)
     try:
         pid = _fork(cgroup)
     except BlockingIOError as e:
@@ -166,11 +171,16 @@ def fork_and_report(sock, fn, *args, cgroup=None):
             os.close(cgroup[1])
     if pid == 0:
         try:
+            os.close(told_w)
+            os.read(told_r, 1)      # EOF once the parent has told
+            os.close(told_r)
             fn(*args)
         except BaseException as e:   # noqa: BLE001 - reported to the parent
             fail(sock, e)
         os._exit(1)
+    os.close(told_r)
     channel.send(sock, {"t": "pid", "pid": pid})
+    os.close(told_w)
     os._exit(0)
 
 

@@ -131,11 +131,33 @@ class Sandbox:
                 self._reap_init()
 
     def _reap_init(self):
-        if self.pid:
+        """Waits for the init (our child: we are a subreaper).  A dying pid
+        namespace's init waits for every process of the namespace to be reaped,
+        and its processes are our children: any of them still unreaped (a
+        zombie whose Process was never made) would keep it, and us, waiting for
+        ever, so those are reaped too."""
+        if not self.pid:
+            return
+        import time
+        try:
+            ns = os.readlink(f"/proc/{self.pid}/ns/pid")
+        except OSError:
+            ns = None
+        while True:
             try:
-                os.waitpid(self.pid, 0)     # our child (subreaper); dead by now
+                if os.waitpid(self.pid, os.WNOHANG)[0]:
+                    return
             except ChildProcessError:
-                pass
+                return
+            if ns is not None:
+                live = {p.pid for p in self._live}
+                for pid in _zombie_children():
+                    try:
+                        if pid not in live and os.readlink(f"/proc/{pid}/ns/pid") == ns:
+                            os.waitpid(pid, os.WNOHANG)
+                    except (OSError, ChildProcessError):
+                        pass
+            time.sleep(0.005)
 
     def __enter__(self):
         if self.pid is None:
@@ -393,6 +415,30 @@ def _result(p, out, err, timed_out, check):
     if check:
         r.check_returncode()
     return r
+
+
+def _zombie_children():
+    """This process's children that are zombies."""
+    out = []
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for t in tasks:
+        try:
+            with open(f"/proc/self/task/{t}/children") as f:
+                pids = f.read().split()
+        except OSError:
+            continue
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if st[st.rindex(")") + 2] == "Z":
+                out.append(int(pid))
+    return out
 
 
 def run(args, input=None, timeout=None, env=None, cwd=None, check=False, **sandbox):
