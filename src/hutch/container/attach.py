@@ -17,6 +17,11 @@ An attachment class has:
   any later hutch command can import to undo it;
 - ``attach(self, ctx) -> data``: does the work; returns JSON-able data for the
   undo.  If it raises, it is undone at once (with ``data`` None);
+- ``settle(self, ctx, data) -> data`` (optional): the rest of work that
+  ``attach`` began and that goes on while the init makes its rootfs (a
+  network's veth is made by its daemon meanwhile); called once the init has
+  made it, before the container's hooks.  If it raises, the create fails and
+  its rollback undoes every attachment;
 - ``detach(ctx, data)`` (a classmethod or staticmethod): undoes it.  ``data`` is
   None when ``attach`` did not finish (it failed, or hutch was killed during it):
   the undo must then find what may have been made by the container's id, and it
@@ -88,6 +93,18 @@ def attach_all(attachments, ctx, save):
             save()
             raise
         save()
+
+
+def settle_all(attachments, ctx, save):
+    """Calls ``settle`` of each attachment that has one, in order (see above);
+    its data is recorded again."""
+    entries = (ctx.record.get("attachments") or [])[-len(attachments):] \
+        if attachments else []
+    for a, entry in zip(attachments, entries):
+        fn = getattr(a, "settle", None)
+        if fn is not None:
+            entry["data"] = fn(ctx, entry["data"])
+            save()
 
 
 def detach_all(ctx):

@@ -84,6 +84,7 @@ class _Build:
         self.root, self.cdir, self.rec, self.cfg = root, cdir, rec, cfg
         self.bundle, self.o, self.rootless = bundle, o, rootless
         self.mgr = self.helper = None
+        self.actx = None          # the attachments' Context, for their settle
         self.join, self.csock = [], -1
 
     def run(self):
@@ -139,9 +140,17 @@ class _Build:
             # what exec and checkpoint need, made while the init finishes its rootfs
             rec["exec"] = P.ExecRecord.of(cfg, proc, o.no_new_keyring, strict).to_json()
             rec["criu"] = P.criu_record(cfg, self.bundle, self.rootless)
+        def on_rootfs():
+            # the init has made its rootfs: what the attachments did meanwhile
+            # is finished, then the device rules go in (before the hooks)
+            if self.actx is not None:
+                from . import attach
+                attach.settle_all(o.attachments, self.actx, cdir.save)
+            if mgr is not None:
+                mgr.apply_devices(cfg.resources)
         launch.spawn(init, h, self._on_pid, self._hooks_state,
-                     on_rootfs=(lambda: mgr.apply_devices(cfg.resources))
-                     if mgr is not None else None, meanwhile=records,
+                     on_rootfs=on_rootfs if mgr is not None or o.attachments else None,
+                     meanwhile=records,
                      on_namespaces=self._attach if o.attachments else None)
         failpoint("create:ready")
         rec["status"] = "created"
@@ -207,6 +216,7 @@ class _Build:
         ctx = attach.Context(self.rec.id, pid, self.root, self.bundle, self.cfg,
                              self.rec)
         attach.attach_all(self.o.attachments, ctx, self.cdir.save)
+        self.actx = ctx
         return ctx.mounts
 
     def _hooks_state(self, pid, as_json=True):

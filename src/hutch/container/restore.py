@@ -116,6 +116,7 @@ class Restore:
             from . import attach
             ctx = attach.Context(self.cid, 0, self.root, self.bundle, cfg, rec)
             attach.attach_all(o.attachments, ctx, cdir.save)
+            attach.settle_all(o.attachments, ctx, cdir.save)
             self.attached = ctx.mounts
         if o.manage_cgroups_mode == "ignore":
             # CRIU leaves the restored tasks in its own cgroups: make them these

@@ -79,69 +79,102 @@ class Network:
         return data
 
     def _bridges(self, ctx):
-        from . import nft
         from ..container.record import proc_stat
-        from .store import Store, allocate, prefixlen
+        from .store import Store
         store = Store(ctx.root, self.config_dir)
         joined = []
         starttime = proc_stat(ctx.pid)[1]
-        with store:
-            defs = [store.get(n) for n in self.names]
-            for i, defn in enumerate(defs):
-                act = activate(store, defn)
-                name = defn["name"]
-                host_if, ifb = link_names(ctx.cid, name)
-                lease = {"name": self.dns_name or ctx.cid, "aliases": self.aliases,
-                         "host_if": host_if, "ifname": f"eth{i}", "ports": [],
-                         "ip4": None, "ip6": None}
-                if defn.get("subnet"):
-                    lease["ip4"] = allocate(defn, act, ctx.cid,
-                                            self.ip if i == 0 else None, 4)
-                if defn.get("subnet6"):
-                    lease["ip6"] = allocate(defn, act, ctx.cid,
-                                            self.ip6 if i == 0 else None, 6)
-                if i == 0 and self.publish:
-                    if defn.get("internal"):
-                        raise HutchError(f"publish: network {name} is internal (nothing "
-                                         "comes in or goes out); publish from a network "
-                                         "that is not", errno.EINVAL)
-                    self._check_ports(store, ctx.cid)
-                    lease["ports"] = self.publish
-                act["leases"][ctx.cid] = lease
-                store.save_active(name, act)
-                failpoint("network:leased")
-                addrs, gws = [], []
-                for key, skey, gkey in (("ip4", "subnet", "gateway"),
-                                        ("ip6", "subnet6", "gateway6")):
-                    if lease[key]:
-                        addrs.append((lease[key], prefixlen(defn[skey])))
-                        gws.append(defn[gkey])
-                do_links(store.run_dir(name), [{
-                    "op": "veth", "host_if": host_if, "bridge": defn["bridge"],
-                    "pid": ctx.pid, "starttime": starttime,
-                    "ifname": lease["ifname"], "addrs": addrs,
-                    "gateways": gws if i == 0 else None,
-                    "mtu": defn.get("mtu") or 1500, "bandwidth": self.bandwidth,
-                    "ifb": ifb}])
-                failpoint("network:veth")
-                if lease["ports"]:
-                    nft.run(nft.publish_commands(ctx.cid, lease["ports"],
-                                                 lease["ip4"], lease["ip6"]),
-                            f"publish the ports of {ctx.cid}")
+        self._pending = []      # veths the daemons make while the init builds its rootfs
+        try:
+            with store:
+                self._join(ctx, store, joined, starttime)
+        except BaseException:
+            # nothing may be left being made behind the undo's back
+            for run_dir, s in self._pending:
+                try:
                     from . import resolver
-                    reply = resolver.reload(store.run_dir(name))
-                    mine = [e for e in reply.get("errors") or () if any(
-                        f":{p['host_port']}/{p['proto']}" in e for p in lease["ports"])]
-                    if mine:
-                        raise HutchError(f"publish on network {name}: {'; '.join(mine)}",
-                                         errno.EADDRINUSE)
-                joined.append({"network": name, "ifname": lease["ifname"],
-                               "host_if": host_if, "ip4": lease["ip4"],
-                               "ip6": lease["ip6"], "gateway4": defn.get("gateway"),
-                               "gateway6": defn.get("gateway6"),
-                               "internal": defn.get("internal", False)})
+                    resolver.answer(run_dir, s)
+                except HutchError:
+                    pass
+            self._pending = []
+            raise
         return {"mode": "bridge", "networks": joined, "publish": self.publish,
                 "config_dir": store.config_dir}
+
+    def _join(self, ctx, store, joined, starttime):
+        from . import nft
+        from .store import allocate, prefixlen
+        defs = [store.get(n) for n in self.names]
+        for i, defn in enumerate(defs):
+            act = activate(store, defn)
+            name = defn["name"]
+            host_if, ifb = link_names(ctx.cid, name)
+            lease = {"name": self.dns_name or ctx.cid, "aliases": self.aliases,
+                     "host_if": host_if, "ifname": f"eth{i}", "ports": [],
+                     "ip4": None, "ip6": None}
+            if defn.get("subnet"):
+                lease["ip4"] = allocate(defn, act, ctx.cid,
+                                        self.ip if i == 0 else None, 4)
+            if defn.get("subnet6"):
+                lease["ip6"] = allocate(defn, act, ctx.cid,
+                                        self.ip6 if i == 0 else None, 6)
+            if i == 0 and self.publish:
+                if defn.get("internal"):
+                    raise HutchError(f"publish: network {name} is internal (nothing "
+                                     "comes in or goes out); publish from a network "
+                                     "that is not", errno.EINVAL)
+                self._check_ports(store, ctx.cid)
+                lease["ports"] = self.publish
+            act["leases"][ctx.cid] = lease
+            store.save_active(name, act)
+            failpoint("network:leased")
+            addrs, gws = [], []
+            for key, skey, gkey in (("ip4", "subnet", "gateway"),
+                                    ("ip6", "subnet6", "gateway6")):
+                if lease[key]:
+                    addrs.append((lease[key], prefixlen(defn[skey])))
+                    gws.append(defn[gkey])
+            sock = do_links(store.run_dir(name), [{
+                "op": "veth", "host_if": host_if, "bridge": defn["bridge"],
+                "pid": ctx.pid, "starttime": starttime,
+                "ifname": lease["ifname"], "addrs": addrs,
+                "gateways": gws if i == 0 else None,
+                "mtu": defn.get("mtu") or 1500, "bandwidth": self.bandwidth,
+                "ifb": ifb}], reply=False)
+            if sock is not None:
+                self._pending.append((store.run_dir(name), sock))
+            if lease["ports"]:
+                nft.run(nft.publish_commands(ctx.cid, lease["ports"],
+                                             lease["ip4"], lease["ip6"]),
+                        f"publish the ports of {ctx.cid}")
+                from . import resolver
+                reply = resolver.reload(store.run_dir(name))
+                mine = [e for e in reply.get("errors") or () if any(
+                    f":{p['host_port']}/{p['proto']}" in e for p in lease["ports"])]
+                if mine:
+                    raise HutchError(f"publish on network {name}: {'; '.join(mine)}",
+                                     errno.EADDRINUSE)
+            joined.append({"network": name, "ifname": lease["ifname"],
+                           "host_if": host_if, "ip4": lease["ip4"],
+                           "ip6": lease["ip6"], "gateway4": defn.get("gateway"),
+                           "gateway6": defn.get("gateway6"),
+                           "internal": defn.get("internal", False)})
+
+    def settle(self, ctx, data):
+        """The veths the networks' daemons were making while the init built its
+        rootfs: their answers (an error fails the create)."""
+        from . import resolver
+        pending, self._pending = getattr(self, "_pending", []), []
+        errors = []
+        for run_dir, s in pending:
+            try:
+                resolver.answer(run_dir, s)
+            except HutchError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
+        failpoint("network:veth")
+        return data
 
     def _check_ports(self, store, cid):
         """A published host port must be free: neither another container's nor
@@ -325,12 +358,14 @@ def _exists(ifname):
         return False
 
 
-def do_links(run_dir, ops, wait=True):
+def do_links(run_dir, ops, wait=True, reply=True):
     """Link work (:func:`hutch.network.nl.apply`) done by the network's daemon,
-    which has pyroute2 loaded; by this process when no daemon runs."""
+    which has pyroute2 loaded; by this process when no daemon runs.  With
+    ``reply`` False, returns the request's socket (None if the work was done
+    here): resolver.answer reads how it went."""
     from . import resolver
     try:
-        resolver.links(run_dir, ops, wait=wait)
+        return resolver.links(run_dir, ops, wait=wait, reply=reply)
     except HutchError as e:
         if e.errno != errno.ENOTCONN:
             raise

@@ -110,28 +110,32 @@ def reload(run_dir, timeout=3.0):
     return call(run_dir, {"t": "reload"}, timeout)
 
 
-def links(run_dir, ops, timeout=15.0, wait=True):
+def links(run_dir, ops, timeout=15.0, wait=True, reply=True):
     """Has the daemon make or remove links (:func:`hutch.network.nl.apply`'s
     ``ops``): it has pyroute2 loaded already, which a hutch command would take
-    ~100 ms to import.  With ``wait`` False the daemon queues them and answers
-    at once (removals; it logs their errors, and finishes them before it
+    ~100 ms to import.  With ``reply`` False the request's socket is returned,
+    for :func:`answer` to read the result later.  With ``wait`` False the
+    daemon queues them and answers at once (removals; it logs their errors, and finishes them before it
     exits).  HutchError ENOTCONN when no daemon runs (the caller then does it
     itself)."""
     msg = {"t": "links", "ops": ops}
     if not wait:
         msg["nowait"] = True
-    return call(run_dir, msg, timeout)
+    return call(run_dir, msg, timeout, reply=reply)
 
 
-def call(run_dir, msg, timeout=3.0):
+def call(run_dir, msg, timeout=3.0, reply=True):
     """One request to the daemon, waiting for a daemon that was just started
-    to open its control socket."""
+    to open its control socket.  With ``reply`` False the request is sent and
+    its socket returned: :func:`answer` reads the reply later (the work goes on
+    meanwhile)."""
     import errno
     import time
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return _request(run_dir, msg, max(0.1, deadline - time.monotonic()))
+            s = _send(run_dir, msg, max(0.1, deadline - time.monotonic()))
+            return _reply(s) if reply else s
         except OSError as e:
             data = _read_pidfile(run_dir)
             up = bool(data) and _alive(data)
@@ -147,6 +151,15 @@ def call(run_dir, msg, timeout=3.0):
                 "it was never started, or was stopped"
             raise HutchError(f"dns responder of network {name} is not running: {why}",
                              errno.ENOTCONN) from None
+
+
+def answer(run_dir, s):
+    """The reply to a request :func:`call` sent with ``reply`` False."""
+    try:
+        return _reply(s)
+    except OSError as e:
+        raise HutchError(f"dns responder of network {_network_name(run_dir)} does not "
+                         f"answer: {e.strerror or e}", e.errno) from None
 
 
 def stop(run_dir, data=None, timeout=2.0):
@@ -333,6 +346,12 @@ def _last_log_line(run_dir):
 def _request(run_dir, msg, timeout):
     """One request on the daemon's control socket and its reply (a dict).
     OSError if there is no daemon to answer."""
+    return _reply(_send(run_dir, msg, timeout))
+
+
+def _send(run_dir, msg, timeout):
+    """Connects to the daemon's control socket and sends ``msg``; returns the
+    socket, whose answer :func:`_reply` reads.  OSError if there is no daemon."""
     import errno
 
     import _socket as socket   # (socket.py costs ~2 ms more to import)
@@ -345,7 +364,24 @@ def _request(run_dir, msg, timeout):
         with unix_path(os.path.join(run_dir, CONTROL)) as path:
             s.connect(path)
         s.sendall(jsonlite.dumps(msg, compact=True).encode() + b"\n")
-        buf = b""
+    except socket.timeout:
+        s.close()
+        raise OSError(errno.ETIMEDOUT, "no answer in time") from None
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def _reply(s):
+    """The answer on a socket :func:`_send` returned (closed here)."""
+    import errno
+
+    import _socket as socket
+
+    from .. import jsonlite
+    buf = b""
+    try:
         while not buf.endswith(b"\n"):
             chunk = s.recv(65536)
             if not chunk:
