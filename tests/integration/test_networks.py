@@ -466,6 +466,16 @@ def test_cni_conflist(lab):
                       "ranges": [[{"subnet": "10.99.9.0/24"}]],
                       "routes": [{"dst": "0.0.0.0/0"}]}},
             {"type": "portmap", "capabilities": {"portMappings": True}}]}, f)
+    # a create killed once the plugins ran: delete -f finds the conflist in
+    # the cache and runs DEL (no lease, no veth left)
+    r = lab.hutch("sandbox", "-d", "--name", "cnikill", "--network", f"cni:{conf}",
+                  "--", "sleep", "100", check=False,
+                  env=dict(os.environ, HUTCH_FAILPOINT="network:cni"))
+    assert r.returncode != 0
+    lab.hutch("delete", "-f", "cnikill")
+    assert [n for n in os.listdir(os.path.join(data, "cnitest"))
+            if n.startswith("10.")] == []
+    assert "veth" not in lab.in_host(["ip", "-o", "link"]).stdout
     httpd(lab, "cnisrv", 80, "--network", f"cni:{conf}", "-p", "8089:80")
     assert lab.exec("cnisrv", "ip", "-4", "-o", "addr", "show", "eth0").stdout.split()[3] \
         .startswith("10.99.9.")

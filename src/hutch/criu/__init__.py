@@ -58,25 +58,15 @@ class Worker:
     (subprocess's imports alone cost more than starting CRIU)."""
 
     def __init__(self, argv, keep_fds=(), stdin_null=True, quiet=False, setsid=False):
-        keep = set(keep_fds)
-        actions = [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]   # clears CLOEXEC
+        from ..linux.spawn import spawn
+        actions = []
         if stdin_null:
             actions.append((os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0))
         if quiet:
             for fd in (1, 2):
                 actions.append((os.POSIX_SPAWN_OPEN, fd, "/dev/null", os.O_WRONLY, 0))
         # as close_fds: what hutch itself inherited does not reach CRIU
-        for name in os.listdir("/proc/self/fd"):
-            fd = int(name)
-            if fd > 2 and fd not in keep:
-                try:
-                    if os.get_inheritable(fd):
-                        actions.append((os.POSIX_SPAWN_CLOSE, fd))
-                except OSError:
-                    pass
-        # default SIGPIPE/SIGXFSZ (Python ignores them) and an empty signal mask
-        self.pid = os.posix_spawn(argv[0], argv, os.environ, file_actions=actions,
-                                  setsigdef=(13, 25), setsigmask=(), setsid=setsid)
+        self.pid = spawn(argv[0], argv, actions, keep_fds, setsid=setsid)
         self.returncode = None
 
     def poll(self):

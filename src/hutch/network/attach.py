@@ -13,11 +13,17 @@ For bridge networks (hutch's own), under the store's lock:
    ports), written to the network's leases.json before anything else is made
    for it, so that the undo finds it whatever happens next;
 3. a veth pair: the host end on the bridge, the other end ``ethN`` in the
-   container with its addresses and (for its first network) default routes;
+   container with its addresses and (for its first network) default routes,
+   and its bandwidth limit as tc rules: made by the network's daemon (which has
+   pyroute2 loaded) while the init builds its rootfs, and waited for in
+   ``settle``;
 4. its published ports as DNAT rules; ::1 (and IPv6 to an IPv4-only container)
-   through the responder's proxy; its bandwidth limit as tc rules;
+   through the responder's proxy;
 5. its own /etc/resolv.conf and /etc/hosts, written in its state directory and
    bound read-only over the rootfs's (the rootfs's files are never edited).
+
+For ``cni:`` networks the conflist's plugins run (:mod:`.cni`); for slirp4netns
+and pasta, the tool starts (:mod:`.rootless`).
 
 The undo removes the lease, the veth, the rules and the files; the last
 container to leave a network takes the network's bridge, rules and responder
@@ -51,14 +57,14 @@ class Network:
 
     def __init__(self, mode, names, *, config_dir=None, dns_name=None, aliases=(),
                  ip=None, ip6=None, dns=(), add_hosts=(), publish=(), bandwidth=None,
-                 hostname=None, rootless=False):
+                 hostname=None):
         self.mode, self.names = mode, list(names)
         self.config_dir = config_dir
         self.dns_name, self.aliases = dns_name, list(aliases)
         self.ip, self.ip6 = ip, ip6
         self.dns, self.add_hosts = list(dns), list(add_hosts)
         self.publish, self.bandwidth = list(publish), bandwidth
-        self.hostname, self.rootless = hostname, rootless
+        self.hostname = hostname
 
     # --- attach ----------------------------------------------------------------------
     def attach(self, ctx):
@@ -68,7 +74,7 @@ class Network:
         if self.mode == "bridge":
             data = self._bridges(ctx)
         elif self.mode == "cni":
-            data = self._cni(ctx, state_dir)
+            data = self._cni(ctx)
         elif self.mode in S.ROOTLESS:
             data = self._rootless(ctx, state_dir)
         else:
@@ -215,7 +221,7 @@ class Network:
             finally:
                 s.close()
 
-    def _cni(self, ctx, state_dir):
+    def _cni(self, ctx):
         from . import cni
         from .store import default_config_dir
         conf = cni.find(self.names[0], (os.path.join(
@@ -227,9 +233,10 @@ class Network:
         cache = os.path.join(ctx.root, ".networks", "cni-cache")
         result = cni.add(conf, ctx.cid, netns, "eth0", cache_dir=cache,
                          port_mappings=mappings)
+        failpoint("network:cni")
         ips = [i["address"].partition("/")[0] for i in result.get("ips") or ()]
         dns = result.get("dns") or {}
-        return {"mode": "cni", "conflist": conf, "cache": cache, "ips": ips,
+        return {"mode": "cni", "conflist": conf, "ips": ips,
                 "nameservers": dns.get("nameservers") or [], "publish": self.publish}
 
     def _rootless(self, ctx, state_dir):
@@ -282,8 +289,7 @@ class Network:
         errors = []
         if mode in (None, "bridge"):
             errors += _detach_bridges(ctx, data)
-        if mode == "cni" or (mode is None and os.path.isdir(
-                os.path.join(ctx.root, ".networks", "cni-cache"))):
+        if mode in (None, "cni"):
             _detach_cni(ctx, data, errors)
         if mode in S.ROOTLESS or (mode is None and os.path.exists(os.path.join(
                 ctx.root, ctx.cid, "network", "rootless-net.json"))):
@@ -295,16 +301,8 @@ class Network:
                 errors.append(str(e))
         if errors:
             raise HutchError("; ".join(errors))
-        files = os.path.join(ctx.root, ctx.cid, "network")
-        for name in ("resolv.conf", "hosts"):
-            try:
-                os.unlink(os.path.join(files, name))
-            except FileNotFoundError:
-                pass
-        try:
-            os.rmdir(files)
-        except OSError:
-            pass        # gone, or the rootless tool's files are still there
+        from ..linux.fs import rmtree
+        rmtree(os.path.join(ctx.root, ctx.cid, "network"))
 
     @staticmethod
     def checkpoint_refusal(data):
@@ -333,18 +331,38 @@ def _host_resolv():
 
 
 def _detach_cni(ctx, data, errors):
+    """CNI's DEL for the container: for its conflist, or (an undo without data:
+    the create was cut short) for each conflist its cached ADDs name."""
     from . import cni
     cache = os.path.join(ctx.root, ".networks", "cni-cache")
-    conf = (data or {}).get("conflist")
-    if conf is None:
-        return      # nothing was added without the conflist being known
+    confs = [data["conflist"]] if data else _cached_conflists(cache, ctx.cid)
     netns = f"/proc/{ctx.pid}/ns/net" if ctx.pid else ""
     if netns and not os.path.exists(netns):
         netns = ""
+    for conf in confs:
+        try:
+            cni.delete(conf, ctx.cid, netns, "eth0", cache_dir=cache)
+        except HutchError as e:
+            errors.append(str(e))
+
+
+def _cached_conflists(cache, cid):
+    from .. import jsonlite
+    tail, out = f"+{cid}+eth0.json", []
     try:
-        cni.delete(conf, ctx.cid, netns, "eth0", cache_dir=cache)
-    except HutchError as e:
-        errors.append(str(e))
+        names = os.listdir(cache)
+    except FileNotFoundError:
+        return out
+    for n in names:
+        if n.endswith(tail):
+            try:
+                with open(os.path.join(cache, n)) as f:
+                    path = jsonlite.loads(f.read()).get("path")
+            except (OSError, ValueError):
+                continue
+            if path:
+                out.append(path)
+    return out
 
 
 def _exists(ifname):

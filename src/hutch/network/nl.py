@@ -18,7 +18,6 @@ from ..errors import HutchError
 import threading
 
 IFA_F_NODAD = 0x02
-TC_H_ROOT = 0xFFFFFFFF
 _LOCAL = threading.local()      # a netlink socket per thread (pyroute2's are not shared)
 
 

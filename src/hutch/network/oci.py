@@ -34,5 +34,4 @@ def apply(cfg, o, root, cid):
                           errno.EPERM)
     from .attach import Network
     o.attachments = tuple(o.attachments) + (Network(
-        mode, names, dns_name=cid, publish=ports, hostname=cfg.hostname,
-        rootless=o.rootless),)
+        mode, names, dns_name=cid, publish=ports, hostname=cfg.hostname),)

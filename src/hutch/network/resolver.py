@@ -721,6 +721,14 @@ class _Daemon:
         self.loop.add_reader(sock.fileno(), fn, *args)
         self.readers.append(sock.fileno())
 
+    def _unwatch(self, sock):
+        """Undoes :meth:`_watch` and closes the socket."""
+        fd = sock.fileno()
+        self.loop.remove_reader(fd)
+        if fd in self.readers:
+            self.readers.remove(fd)
+        sock.close()
+
     def spawn(self, coro):
         t = self.loop.create_task(coro)
         self.tasks.add(t)
@@ -1145,11 +1153,7 @@ class _TcpProxy:
         return dict(self.spec)
 
     def close(self):
-        fd = self.sock.fileno()
-        self.d.loop.remove_reader(fd)
-        if fd in self.d.readers:
-            self.d.readers.remove(fd)
-        self.sock.close()
+        self.d._unwatch(self.sock)
         for t in list(self.conns):
             t.cancel()
 
@@ -1213,11 +1217,7 @@ class _UdpProxy:
         return dict(self.spec)
 
     def close(self):
-        fd = self.sock.fileno()
-        self.d.loop.remove_reader(fd)
-        if fd in self.d.readers:
-            self.d.readers.remove(fd)
-        self.sock.close()
+        self.d._unwatch(self.sock)
         for addr in list(self.clients):
             self._drop(addr)
 

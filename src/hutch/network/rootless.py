@@ -391,25 +391,16 @@ def _start_pasta(binary, state_dir, fds, publish, mtu, ipv6, outbound_addr, data
 def _run_first(binary, argv, keep):
     """Runs pasta's first process (a child of the caller) until it exits, at most
     READY_TIMEOUT seconds: (exit status or None, the tail of its output)."""
-    import _signal
     import select
     import time
+
+    from ..linux.spawn import spawn
     r, w = _pipe()
     actions = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
                (os.POSIX_SPAWN_DUP2, w, 1), (os.POSIX_SPAWN_DUP2, w, 2)]
-    actions += [(os.POSIX_SPAWN_DUP2, fd, fd) for fd in keep]        # clears CLOEXEC
-    # nothing else the caller inherited reaches a process that lives on
-    for name in os.listdir("/proc/self/fd"):
-        fd = int(name)
-        if fd > 2 and fd not in keep:
-            try:
-                if os.get_inheritable(fd):
-                    actions.append((os.POSIX_SPAWN_CLOSE, fd))
-            except OSError:
-                pass
     try:
-        first = os.posix_spawn(binary, argv, os.environ, file_actions=actions, setsid=True,
-                               setsigdef=(_signal.SIGPIPE, _signal.SIGXFSZ), setsigmask=())
+        # nothing else the caller inherited reaches a process that lives on
+        first = spawn(binary, argv, actions, keep, setsid=True)
     except OSError as e:
         os.close(r)
         raise HutchError.from_os(f"network pasta: run {binary}", e) from None

@@ -168,21 +168,9 @@ class Store:
 
     def drop_active(self, name):
         """Removes the network's run directory (leases.json, the daemon's log
-        and what it left): files only, no subdirectories are made there."""
-        d = self.run_dir(name)
-        try:
-            names = os.listdir(d)
-        except FileNotFoundError:
-            return
-        for f in sorted(names, key=lambda n: n == "leases.json"):   # leases last
-            try:
-                os.unlink(os.path.join(d, f))
-            except FileNotFoundError:
-                pass
-        try:
-            os.rmdir(d)
-        except FileNotFoundError:
-            pass
+        and what it left)."""
+        from ..linux.fs import rmtree
+        rmtree(self.run_dir(name))
 
     def forwarding_path(self):
         return os.path.join(self.run, "forwarding.json")

@@ -253,8 +253,7 @@ class Settings:
         return dict(mode=self.net_mode, names=self.net_names, config_dir=self.config_dir,
                     dns_name=cid, aliases=self.aliases, ip=self.ip, ip6=self.ip6,
                     dns=self.dns, add_hosts=self.add_hosts, publish=self.publish,
-                    bandwidth=self.bandwidth, hostname=self.hostname,
-                    rootless=self.rootless)
+                    bandwidth=self.bandwidth, hostname=self.hostname)
 
     def config(self, args, state_root, cwd=None, extra_env=(), extra_mounts=(),
                cid=None):
